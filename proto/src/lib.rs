@@ -1,0 +1,26 @@
+//! `agora-proto`: the wire protocol of Agora (generated gRPC code), the
+//! resource model, agent attributes and the task-state rules. No I/O.
+
+pub mod attributes;
+pub mod resources;
+pub mod task_state;
+
+/// The generated protobuf messages and gRPC services (`agora.v1`).
+#[allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+pub mod v1 {
+    tonic::include_proto!("agora.v1");
+}
+
+pub use attributes::{format_attributes, parse_attributes};
+pub use resources::{Ranges, Resource, ResourceError, Resources, Scalar, UNRESERVED};
+pub use task_state::{is_terminal, transition, IllegalTransition};
+
+/// The version of Agora, as `/version` reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Seconds since the Unix epoch, as status updates carry them.
+pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
