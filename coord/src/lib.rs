@@ -29,7 +29,9 @@ pub enum CoordError {
         expected: Expected,
         found: Option<u64>,
     },
-    #[error("registry file {path}: {source}; check the path is writable and not used by another master")]
+    #[error(
+        "registry file {path}: {source}; check the path is writable and not used by another master"
+    )]
     File {
         path: String,
         #[source]
@@ -62,8 +64,7 @@ pub struct Entry {
 pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Entry>, CoordError>;
     /// Writes `value` if `expected` holds; returns the new version.
-    async fn set(&self, key: &str, value: Vec<u8>, expected: Expected)
-    -> Result<u64, CoordError>;
+    async fn set(&self, key: &str, value: Vec<u8>, expected: Expected) -> Result<u64, CoordError>;
     /// Deletes `key` if `expected` holds; deleting a missing key with
     /// `Expected::Any` is not an error.
     async fn delete(&self, key: &str, expected: Expected) -> Result<(), CoordError>;

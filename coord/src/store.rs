@@ -206,15 +206,41 @@ mod tests {
 
     async fn exercise(store: &dyn Store) {
         assert_eq!(store.get("a/1").await.unwrap(), None);
-        assert_eq!(store.set("a/1", b"x".to_vec(), Expected::Absent).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .set("a/1", b"x".to_vec(), Expected::Absent)
+                .await
+                .unwrap(),
+            1
+        );
         assert!(matches!(
             store.set("a/1", b"y".to_vec(), Expected::Absent).await,
             Err(CoordError::Conflict { found: Some(1), .. })
         ));
-        assert!(store.set("a/1", b"y".to_vec(), Expected::Version(7)).await.is_err());
-        assert_eq!(store.set("a/1", b"y".to_vec(), Expected::Version(1)).await.unwrap(), 2);
-        assert_eq!(store.set("a/2", b"z".to_vec(), Expected::Any).await.unwrap(), 1);
-        store.set("b/1", b"w".to_vec(), Expected::Any).await.unwrap();
+        assert!(
+            store
+                .set("a/1", b"y".to_vec(), Expected::Version(7))
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            store
+                .set("a/1", b"y".to_vec(), Expected::Version(1))
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .set("a/2", b"z".to_vec(), Expected::Any)
+                .await
+                .unwrap(),
+            1
+        );
+        store
+            .set("b/1", b"w".to_vec(), Expected::Any)
+            .await
+            .unwrap();
         assert_eq!(store.list("a/").await.unwrap(), vec!["a/1", "a/2"]);
         assert_eq!(
             store.get("a/1").await.unwrap(),

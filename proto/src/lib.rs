@@ -13,7 +13,7 @@ pub mod v1 {
 
 pub use attributes::{format_attributes, parse_attributes};
 pub use resources::{Ranges, Resource, ResourceError, Resources, Scalar, UNRESERVED};
-pub use task_state::{is_terminal, transition, IllegalTransition};
+pub use task_state::{IllegalTransition, is_terminal, transition};
 
 /// The version of Agora, as `/version` reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -379,10 +379,12 @@ impl Resources {
             let key = key.trim();
             let (name, role) = match key.split_once('(') {
                 Some((name, rest)) => {
-                    let role = rest.strip_suffix(')').ok_or_else(|| ResourceError::BadValue {
-                        text: part.to_string(),
-                        what: "a role is written in parentheses, e.g. cpus(web):2".into(),
-                    })?;
+                    let role = rest
+                        .strip_suffix(')')
+                        .ok_or_else(|| ResourceError::BadValue {
+                            text: part.to_string(),
+                            what: "a role is written in parentheses, e.g. cpus(web):2".into(),
+                        })?;
                     (name.trim(), role.trim())
                 }
                 None => (key, UNRESERVED),
@@ -409,7 +411,11 @@ impl Resources {
             if r.name.is_empty() {
                 return Err(ResourceError::EmptyName(format!("{r:?}")));
             }
-            let role = if r.role.is_empty() { UNRESERVED } else { r.role.as_str() };
+            let role = if r.role.is_empty() {
+                UNRESERVED
+            } else {
+                r.role.as_str()
+            };
             validate_role(role)?;
             let value = match r.r#type() {
                 v1::resource::Type::Scalar => {
@@ -519,10 +525,13 @@ impl Resources {
 
     /// Whether `self` holds at least everything in `other`, role by role.
     pub fn contains(&self, other: &Resources) -> bool {
-        other.items.iter().all(|o| match self.position(&o.name, &o.role) {
-            Ok(i) => self.items[i].value.contains(&o.value),
-            Err(_) => o.value.is_empty(),
-        })
+        other
+            .items
+            .iter()
+            .all(|o| match self.position(&o.name, &o.role) {
+                Ok(i) => self.items[i].value.contains(&o.value),
+                Err(_) => o.value.is_empty(),
+            })
     }
 
     /// Removes `other` from `self`, flooring at zero. Check `contains` first
@@ -727,8 +736,8 @@ mod tests {
 
     #[test]
     fn parses_the_mesos_text_form() {
-        let r = Resources::parse("cpus:4;mem:8192;disk:10000;ports:[31000-32000];cpus(web):2")
-            .unwrap();
+        let r =
+            Resources::parse("cpus:4;mem:8192;disk:10000;ports:[31000-32000];cpus(web):2").unwrap();
         assert_eq!(r.cpus(), Scalar::from_milli(6000));
         assert_eq!(r.unreserved().cpus(), Scalar::from_milli(4000));
         assert_eq!(r.mem().as_f64(), 8192.0);

@@ -77,7 +77,9 @@ mod tests {
         assert!(transition(TaskUnreachable, TaskRunning).is_ok());
         assert!(transition(TaskRunning, TaskUnreachable).is_ok());
         assert_eq!(
-            transition(TaskFinished, TaskFailed).unwrap_err().to_string(),
+            transition(TaskFinished, TaskFailed)
+                .unwrap_err()
+                .to_string(),
             "a task cannot go from TASK_FINISHED to TASK_FAILED"
         );
         assert!(!is_terminal(TaskUnreachable));
