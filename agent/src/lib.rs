@@ -1,3 +1,252 @@
-pub mod supervisor {
-    pub fn main(_args: Vec<std::ffi::OsString>) -> i32 { 0 }
+//! `agora-agent`: the agent. It registers with the master, runs the tasks the
+//! master sends it, reports their states reliably, and keeps them running
+//! across its own restarts (even after SIGKILL).
+//!
+//! Parts, each in its own module:
+//!
+//! * [`config`]: [`AgentConfig`], validated before anything is bound;
+//!   [`detect_resources`].
+//! * `core`: the actor that owns the agent's state (task table, update
+//!   streams) and checkpoints every change; recovery after a restart.
+//! * `session`: the gRPC session with the master (register, heartbeats,
+//!   reconnect with backoff).
+//! * [`containerizer`]: the [`Containerizer`] trait and the process backend,
+//!   whose tasks run under a detached [`supervisor`].
+//! * `status_update`: one task's ordered, acknowledged update stream.
+//! * `checkpoint`, `paths`: the work directory (see `docs/agent.md`).
+//! * `http`: `/health`, `/state`, `/tasks/{id}/logs`.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), agora_agent::AgentError> {
+//! let config = agora_agent::AgentConfig::new("127.0.0.1:5050", "/var/lib/agora/agent");
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! agora_agent::run(config, shutdown).await
+//! # }
+//! ```
+
+mod backoff;
+mod checkpoint;
+pub mod config;
+pub mod containerizer;
+mod core;
+mod error;
+mod http;
+mod paths;
+mod procfs;
+mod session;
+mod status_update;
+pub mod supervisor;
+mod task;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info};
+
+pub use crate::config::{AgentConfig, DEFAULT_LISTEN, detect_resources};
+pub use crate::containerizer::{Containerizer, ProcessContainerizer};
+pub use crate::error::AgentError;
+pub use crate::paths::validate_id;
+
+use crate::backoff::Backoff;
+use crate::checkpoint::Checkpoint;
+use crate::core::{Core, Settings};
+use crate::paths::Layout;
+use crate::status_update::RetryPolicy;
+
+/// How long shutdown waits for open HTTP requests.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
+
+/// A started agent.
+pub struct RunningAgent {
+    http_addr: SocketAddr,
+    agent_id: watch::Receiver<Option<String>>,
+    parts: Vec<(&'static str, JoinHandle<()>)>,
+    /// Held until the agent has stopped, so that no second agent uses the
+    /// same work directory meanwhile.
+    lock: Flock<File>,
+}
+
+impl RunningAgent {
+    /// Where the HTTP server listens (with the port picked when the config
+    /// said 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The id the master gave this agent, once it has one.
+    pub fn agent_id(&self) -> Option<String> {
+        self.agent_id.borrow().clone()
+    }
+
+    /// Follows the agent id as it changes.
+    pub fn agent_id_watch(&self) -> watch::Receiver<Option<String>> {
+        self.agent_id.clone()
+    }
+
+    /// Waits until the agent has stopped (after its shutdown token was
+    /// cancelled). Running tasks are left running.
+    pub async fn wait(self) -> Result<(), AgentError> {
+        let mut first_error = None;
+        for (name, handle) in self.parts {
+            if let Err(e) = handle.await
+                && first_error.is_none()
+            {
+                first_error = Some(AgentError::Internal(format!(
+                    "the agent's {name} failed: {e}"
+                )));
+            }
+        }
+        drop(self.lock);
+        info!("the agent stopped; its tasks keep running");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Starts an agent: validates the configuration, takes the work directory,
+/// binds the HTTP address, recovers checkpointed tasks, then runs until
+/// `shutdown` is cancelled. Errors here happen before anything runs.
+pub async fn start(
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningAgent, AgentError> {
+    config.validate()?;
+    let master_url = config::master_url(&config.master)?;
+    let layout = Layout::new(&config.work_dir);
+    std::fs::create_dir_all(layout.root()).map_err(|source| AgentError::WorkDir {
+        path: config.work_dir.clone(),
+        source,
+    })?;
+    let lock = lock_work_dir(&layout)?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| AgentError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let http_address = if http_addr.ip().is_unspecified() {
+        format!("{}:{}", config.hostname, http_addr.port())
+    } else {
+        http_addr.to_string()
+    };
+
+    let settings = Settings {
+        hostname: config.hostname.clone(),
+        http_address: http_address.clone(),
+        master: config.master.clone(),
+        resources: config::effective_resources(config.resources.as_ref(), &config.work_dir),
+        attributes: config.attributes.clone(),
+        default_kill_grace: config.default_kill_grace,
+        retry: RetryPolicy {
+            min: config.status_retry_min,
+            max: config.status_retry_max,
+        },
+        sandbox_gc_delay: config.sandbox_gc_delay,
+    };
+    info!(
+        master = %config.master,
+        http = %http_address,
+        work_dir = %config.work_dir.display(),
+        resources = %settings.resources,
+        "starting the agent"
+    );
+    let containerizer: Arc<dyn Containerizer> = Arc::new(ProcessContainerizer::new(
+        layout.containers_dir(),
+        config.supervisor_command.clone(),
+    ));
+    let span = tracing::info_span!(
+        "agent",
+        agent_id = tracing::field::Empty,
+        hostname = %config.hostname,
+        http = %http_address
+    );
+    let (core, handle, agent_id) = Core::recover(
+        settings,
+        Checkpoint::new(layout),
+        containerizer,
+        shutdown.clone(),
+    )
+    .instrument(span.clone())
+    .await?;
+
+    let core_task = tokio::spawn(core.run().instrument(span.clone()));
+    let session_task = tokio::spawn(
+        session::run(
+            master_url,
+            handle.clone(),
+            Backoff::new(config.reconnect_min, config.reconnect_max, true),
+            shutdown.clone(),
+        )
+        .instrument(span.clone()),
+    );
+    let routes = http::routes(handle);
+    let http_shutdown = shutdown.clone();
+    let http_task = tokio::spawn(
+        async move {
+            let server = warp::serve(routes)
+                .incoming(listener)
+                .graceful(http_shutdown.clone().cancelled_owned())
+                .run();
+            tokio::pin!(server);
+            tokio::select! {
+                _ = &mut server => {}
+                _ = async {
+                    http_shutdown.cancelled().await;
+                    tokio::time::sleep(HTTP_DRAIN).await;
+                } => {}
+            }
+        }
+        .instrument(span),
+    );
+    Ok(RunningAgent {
+        http_addr,
+        agent_id,
+        parts: vec![
+            ("core", core_task),
+            ("master session", session_task),
+            ("HTTP server", http_task),
+        ],
+        lock,
+    })
+}
+
+/// Starts an agent and runs it until `shutdown` is cancelled.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    start(config, shutdown).await?.wait().await
+}
+
+fn lock_work_dir(layout: &Layout) -> Result<Flock<File>, AgentError> {
+    let path = layout.lock_file();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| AgentError::WorkDir {
+            path: layout.root().to_path_buf(),
+            source,
+        })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            AgentError::WorkDirLocked {
+                path: layout.root().to_path_buf(),
+            }
+        } else {
+            AgentError::WorkDir {
+                path: layout.root().to_path_buf(),
+                source: std::io::Error::from(errno),
+            }
+        }
+    })
 }

@@ -1,0 +1,467 @@
+//! Checkpointing: what the agent writes to its work directory so that a
+//! restarted agent (even after SIGKILL) knows its id, its frameworks, its
+//! tasks and their status-update streams.
+//!
+//! Every file is replaced atomically (write a temporary file, fsync, rename,
+//! fsync the directory), so a reader sees the old content or the new, never a
+//! mix. Protocol messages are stored as protobuf (forward compatible as the
+//! proto grows); the agent's own records as JSON.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use agora_proto::v1::{FrameworkInfo, LaunchTask, TaskStatus};
+use base64::Engine;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AgentError;
+use crate::paths::{Layout, validate_id};
+
+/// Writes `bytes` to `path` atomically, creating parent directories.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads a file that may not exist.
+pub fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a directory tree that may not exist.
+pub fn remove_dir_all_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// `meta/agent.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub agent_id: String,
+}
+
+/// A kill the agent has started (kept so a restarted agent finishes it and
+/// reports `TASK_KILLED`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KillRecord {
+    pub grace_seconds: f64,
+}
+
+/// `container.json`: which container runs the task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub container_id: String,
+    /// The name of the containerizer that runs it (see `Containerizer::name`).
+    pub containerizer: String,
+    /// What the containerizer said when the launch succeeded (for the process
+    /// containerizer: the supervisor's pid and start time, and the task's).
+    #[serde(default)]
+    pub launched: Option<serde_json::Value>,
+    #[serde(default)]
+    pub kill: Option<KillRecord>,
+}
+
+/// One update of a task's stream, as stored in `updates.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpdateRecord {
+    pub status: TaskStatus,
+    pub acknowledged: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct UpdatesFile {
+    updates: Vec<UpdateEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct UpdateEntry {
+    /// The TaskStatus, protobuf then base64.
+    status: String,
+    /// Its uuid, for people reading the file.
+    #[serde(default)]
+    uuid: String,
+    #[serde(default)]
+    state: String,
+    acknowledged: bool,
+}
+
+/// One task as found on disk.
+#[derive(Clone, Debug)]
+pub struct CheckpointedTask {
+    pub launch: LaunchTask,
+    pub container: Option<ContainerRecord>,
+    pub updates: Vec<UpdateRecord>,
+}
+
+/// Everything a restarted agent finds in its work directory.
+#[derive(Debug, Default)]
+pub struct CheckpointedState {
+    pub agent_id: Option<String>,
+    pub frameworks: BTreeMap<String, FrameworkInfo>,
+    pub tasks: Vec<CheckpointedTask>,
+    /// Entries that could not be read and were skipped (each says why).
+    pub skipped: Vec<String>,
+}
+
+/// Reads and writes the agent's checkpoint files.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    layout: Layout,
+}
+
+fn write(path: PathBuf, bytes: &[u8]) -> Result<(), AgentError> {
+    write_atomic(&path, bytes).map_err(|e| AgentError::io("cannot write the checkpoint", path, e))
+}
+
+fn corrupt(path: &Path, reason: impl ToString) -> AgentError {
+    AgentError::CorruptCheckpoint {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read(path: &Path) -> Result<Option<Vec<u8>>, AgentError> {
+    read_optional(path).map_err(|e| AgentError::io("cannot read the checkpoint", path, e))
+}
+
+pub fn encode_updates(updates: &[UpdateRecord]) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let file = UpdatesFile {
+        updates: updates
+            .iter()
+            .map(|u| UpdateEntry {
+                status: b64.encode(u.status.encode_to_vec()),
+                uuid: uuid::Uuid::from_slice(&u.status.uuid)
+                    .map(|x| x.to_string())
+                    .unwrap_or_default(),
+                state: u.status.state().as_str_name().to_string(),
+                acknowledged: u.acknowledged,
+            })
+            .collect(),
+    };
+    serde_json::to_vec_pretty(&file).unwrap_or_default()
+}
+
+pub fn decode_updates(path: &Path, bytes: &[u8]) -> Result<Vec<UpdateRecord>, AgentError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let file: UpdatesFile = serde_json::from_slice(bytes).map_err(|e| corrupt(path, e))?;
+    file.updates
+        .into_iter()
+        .map(|e| {
+            let raw = b64.decode(e.status).map_err(|err| corrupt(path, err))?;
+            let status = TaskStatus::decode(raw.as_slice()).map_err(|err| corrupt(path, err))?;
+            Ok(UpdateRecord {
+                status,
+                acknowledged: e.acknowledged,
+            })
+        })
+        .collect()
+}
+
+impl Checkpoint {
+    pub fn new(layout: Layout) -> Checkpoint {
+        Checkpoint { layout }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn save_agent_id(&self, agent_id: &str) -> Result<(), AgentError> {
+        let rec = AgentRecord {
+            agent_id: agent_id.to_string(),
+        };
+        let bytes = serde_json::to_vec_pretty(&rec).unwrap_or_default();
+        write(self.layout.agent_file(), &bytes)
+    }
+
+    /// Forgets the agent id (after the master said the agent was removed).
+    pub fn clear_agent_id(&self) -> Result<(), AgentError> {
+        let path = self.layout.agent_file();
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(AgentError::io("cannot remove", path, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn save_framework(&self, info: &FrameworkInfo) -> Result<(), AgentError> {
+        write(self.layout.framework_file(&info.id), &info.encode_to_vec())
+    }
+
+    pub fn remove_framework(&self, framework_id: &str) -> Result<(), AgentError> {
+        let dir = self.layout.framework_dir(framework_id);
+        remove_dir_all_if_exists(&dir).map_err(|e| AgentError::io("cannot remove", dir, e))
+    }
+
+    pub fn save_task(&self, launch: &LaunchTask) -> Result<(), AgentError> {
+        let task_id = launch
+            .task
+            .as_ref()
+            .map(|t| t.task_id.as_str())
+            .unwrap_or("");
+        write(
+            self.layout.task_file(&launch.framework_id, task_id),
+            &launch.encode_to_vec(),
+        )
+    }
+
+    pub fn save_container(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        record: &ContainerRecord,
+    ) -> Result<(), AgentError> {
+        let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+        write(self.layout.container_file(framework_id, task_id), &bytes)
+    }
+
+    pub fn save_updates(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        updates: &[UpdateRecord],
+    ) -> Result<(), AgentError> {
+        write(
+            self.layout.updates_file(framework_id, task_id),
+            &encode_updates(updates),
+        )
+    }
+
+    pub fn remove_task(&self, framework_id: &str, task_id: &str) -> Result<(), AgentError> {
+        let dir = self.layout.task_dir(framework_id, task_id);
+        remove_dir_all_if_exists(&dir).map_err(|e| AgentError::io("cannot remove", dir, e))
+    }
+
+    /// Reads everything back. Unreadable tasks are skipped (and listed in
+    /// `skipped`) rather than stopping the agent; an unreadable agent id is
+    /// an error, because registering anew would orphan every task.
+    pub fn recover(&self) -> Result<CheckpointedState, AgentError> {
+        let mut state = CheckpointedState::default();
+        let agent_file = self.layout.agent_file();
+        if let Some(bytes) = read(&agent_file)? {
+            let rec: AgentRecord =
+                serde_json::from_slice(&bytes).map_err(|e| corrupt(&agent_file, e))?;
+            if !rec.agent_id.is_empty() {
+                state.agent_id = Some(rec.agent_id);
+            }
+        }
+        for fid in list_dir(&self.layout.frameworks_dir())? {
+            if validate_id("framework id", &fid).is_err() {
+                state
+                    .skipped
+                    .push(format!("framework directory `{fid}`: not a valid id"));
+                continue;
+            }
+            let path = self.layout.framework_file(&fid);
+            match read(&path)?.map(|b| FrameworkInfo::decode(b.as_slice())) {
+                Some(Ok(info)) => {
+                    state.frameworks.insert(fid.clone(), info);
+                }
+                Some(Err(e)) => state.skipped.push(corrupt(&path, e).to_string()),
+                None => {}
+            }
+            for tid in list_dir(&self.layout.tasks_dir(&fid))? {
+                match self.recover_task(&fid, &tid) {
+                    Ok(Some(t)) => state.tasks.push(t),
+                    Ok(None) => {}
+                    Err(e) => state.skipped.push(e.to_string()),
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    fn recover_task(&self, fid: &str, tid: &str) -> Result<Option<CheckpointedTask>, AgentError> {
+        validate_id("task id", tid)?;
+        let task_file = self.layout.task_file(fid, tid);
+        let Some(bytes) = read(&task_file)? else {
+            // The agent died between creating the directory and writing the
+            // task: nothing was launched yet.
+            return Ok(None);
+        };
+        let launch = LaunchTask::decode(bytes.as_slice()).map_err(|e| corrupt(&task_file, e))?;
+        let container_file = self.layout.container_file(fid, tid);
+        let container = match read(&container_file)? {
+            Some(b) => Some(serde_json::from_slice(&b).map_err(|e| corrupt(&container_file, e))?),
+            None => None,
+        };
+        let updates_file = self.layout.updates_file(fid, tid);
+        let updates = match read(&updates_file)? {
+            Some(b) => decode_updates(&updates_file, &b)?,
+            None => Vec::new(),
+        };
+        Ok(Some(CheckpointedTask {
+            launch,
+            container,
+            updates,
+        }))
+    }
+}
+
+/// The names of the directory's entries (none if it does not exist), sorted;
+/// temporary files are skipped.
+pub fn list_dir(dir: &Path) -> Result<Vec<String>, AgentError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(AgentError::io("cannot list", dir, e)),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_proto::v1::{CommandInfo, TaskInfo, TaskState};
+
+    fn launch(fid: &str, tid: &str) -> LaunchTask {
+        LaunchTask {
+            framework_id: fid.into(),
+            task: Some(TaskInfo {
+                name: "web".into(),
+                task_id: tid.into(),
+                command: Some(CommandInfo {
+                    value: "sleep 1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            role: "web".into(),
+        }
+    }
+
+    fn status(state: TaskState) -> TaskStatus {
+        let mut s = TaskStatus {
+            task_id: "t1".into(),
+            uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
+            exit_code: Some(3),
+            message: "hello".into(),
+            ..Default::default()
+        };
+        s.set_state(state);
+        s
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/c.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(list_dir(&dir.path().join("a/b")).unwrap(), ["c.json"]);
+        let all: Vec<_> = fs::read_dir(dir.path().join("a/b")).unwrap().collect();
+        assert_eq!(all.len(), 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn everything_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoint::new(Layout::new(dir.path()));
+        assert!(cp.recover().unwrap().agent_id.is_none());
+
+        cp.save_agent_id("m-S1").unwrap();
+        let fw = FrameworkInfo {
+            id: "f1".into(),
+            name: "services".into(),
+            checkpoint: true,
+            ..Default::default()
+        };
+        cp.save_framework(&fw).unwrap();
+        cp.save_task(&launch("f1", "t1")).unwrap();
+        let container = ContainerRecord {
+            container_id: "c1".into(),
+            containerizer: "process".into(),
+            launched: Some(serde_json::json!({"pid": 42})),
+            kill: Some(KillRecord { grace_seconds: 1.5 }),
+        };
+        cp.save_container("f1", "t1", &container).unwrap();
+        let updates = vec![
+            UpdateRecord {
+                status: status(TaskState::TaskStarting),
+                acknowledged: true,
+            },
+            UpdateRecord {
+                status: status(TaskState::TaskFailed),
+                acknowledged: false,
+            },
+        ];
+        cp.save_updates("f1", "t1", &updates).unwrap();
+        // A task directory without its task file (the agent died while
+        // creating it) is ignored.
+        fs::create_dir_all(cp.layout().task_dir("f1", "t2")).unwrap();
+
+        let got = cp.recover().unwrap();
+        assert_eq!(got.agent_id.as_deref(), Some("m-S1"));
+        assert_eq!(got.frameworks["f1"], fw);
+        assert_eq!(got.tasks.len(), 1);
+        assert_eq!(got.tasks[0].launch, launch("f1", "t1"));
+        assert_eq!(got.tasks[0].container.as_ref(), Some(&container));
+        assert_eq!(got.tasks[0].updates, updates);
+        assert!(got.skipped.is_empty(), "{:?}", got.skipped);
+
+        cp.clear_agent_id().unwrap();
+        cp.clear_agent_id().unwrap();
+        cp.remove_task("f1", "t1").unwrap();
+        let got = cp.recover().unwrap();
+        assert!(got.agent_id.is_none());
+        assert!(got.tasks.is_empty());
+    }
+
+    #[test]
+    fn damaged_tasks_are_skipped_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoint::new(Layout::new(dir.path()));
+        cp.save_task(&launch("f1", "good")).unwrap();
+        cp.save_task(&launch("f1", "bad")).unwrap();
+        fs::write(cp.layout().updates_file("f1", "bad"), b"{not json").unwrap();
+        let got = cp.recover().unwrap();
+        assert_eq!(got.tasks.len(), 1);
+        assert_eq!(got.skipped.len(), 1);
+        assert!(got.skipped[0].contains("damaged"), "{}", got.skipped[0]);
+
+        fs::write(cp.layout().agent_file(), b"nope").unwrap();
+        let err = cp.recover().unwrap_err().to_string();
+        assert!(err.contains("move it away"), "{err}");
+    }
+}

@@ -1,0 +1,322 @@
+//! The agent's configuration, validated before anything is bound or started.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agora_proto::Resources;
+use agora_proto::v1::Attribute;
+use nix::sys::statvfs::statvfs;
+
+use crate::error::AgentError;
+
+/// Default HTTP address of an agent (Mesos's agent port).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5051";
+
+/// Everything an agent needs to run.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The master: `host:port` or `http://host:port`.
+    pub master: String,
+    /// Where the HTTP server (`/health`, `/state`, task logs) listens; port 0
+    /// picks a free port.
+    pub listen: SocketAddr,
+    /// What the agent offers. `None`: detect (see [`detect_resources`]);
+    /// given: these, with cpus, mem, disk and ports detected for any of them
+    /// left out (as Mesos does).
+    pub resources: Option<Resources>,
+    /// Attributes, for placement constraints.
+    pub attributes: Vec<Attribute>,
+    /// Checkpoints, sandboxes and task supervisors' files. Keep it across
+    /// restarts: it is how a restarted agent finds its tasks.
+    pub work_dir: PathBuf,
+    /// The name this agent is known by (offers, `/state`, `HOST` of tasks).
+    pub hostname: String,
+    /// The argv prefix that starts a task supervisor; the agent appends
+    /// `--run-dir DIR`. The `agora` binary uses `[itself, "task-supervisor"]`.
+    pub supervisor_command: Vec<OsString>,
+    /// SIGTERM to SIGKILL, for tasks without a kill policy.
+    pub default_kill_grace: Duration,
+    /// First and longest wait before an unacknowledged status update is sent
+    /// again (doubling in between).
+    pub status_retry_min: Duration,
+    pub status_retry_max: Duration,
+    /// First and longest wait before reconnecting to the master (doubling,
+    /// jittered).
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// How long a finished task's sandbox (its files and logs) is kept after
+    /// its final update was acknowledged.
+    pub sandbox_gc_delay: Duration,
+}
+
+impl AgentConfig {
+    /// A configuration with the defaults: listen on 127.0.0.1:5051, detected
+    /// resources, no attributes, this host's name, the supervisor started as
+    /// `<this executable> task-supervisor`, a 3 s kill grace, status updates
+    /// resent after 10 s doubling up to 10 min, reconnects after 1 s doubling
+    /// up to 30 s, sandboxes kept 1 h.
+    pub fn new(master: impl Into<String>, work_dir: impl Into<PathBuf>) -> AgentConfig {
+        let exe = std::env::current_exe()
+            .map(PathBuf::into_os_string)
+            .unwrap_or_else(|_| OsString::from("agora"));
+        AgentConfig {
+            master: master.into(),
+            listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
+            resources: None,
+            attributes: Vec::new(),
+            work_dir: work_dir.into(),
+            hostname: default_hostname(),
+            supervisor_command: vec![exe, OsString::from("task-supervisor")],
+            default_kill_grace: Duration::from_secs(3),
+            status_retry_min: Duration::from_secs(10),
+            status_retry_max: Duration::from_secs(600),
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+            sandbox_gc_delay: Duration::from_secs(3600),
+        }
+    }
+
+    /// Checks the configuration; called before binding anything.
+    pub fn validate(&self) -> Result<(), AgentError> {
+        master_url(&self.master)?;
+        if self.work_dir.as_os_str().is_empty() {
+            return Err(AgentError::config(
+                "work_dir",
+                "is empty: give a directory for checkpoints and sandboxes, e.g. /var/lib/agora/agent",
+            ));
+        }
+        if self.hostname.trim().is_empty() {
+            return Err(AgentError::config(
+                "hostname",
+                "is empty: give the name of this host",
+            ));
+        }
+        if self.supervisor_command.is_empty() || self.supervisor_command[0].is_empty() {
+            return Err(AgentError::config(
+                "supervisor_command",
+                "is empty: give the command that starts a task supervisor, e.g. `agora task-supervisor`",
+            ));
+        }
+        for (field, min, max) in [
+            (
+                "status_retry_min/max",
+                self.status_retry_min,
+                self.status_retry_max,
+            ),
+            ("reconnect_min/max", self.reconnect_min, self.reconnect_max),
+        ] {
+            if min.is_zero() || min > max {
+                return Err(AgentError::config(
+                    field,
+                    format!("need 0 < min <= max, got {min:?} and {max:?}"),
+                ));
+            }
+        }
+        if let Some(r) = &self.resources {
+            for res in r.iter() {
+                crate::paths::validate_id("resource name", &res.name).map_err(|_| {
+                    AgentError::config(
+                        "resources",
+                        format!("`{}` is not a valid resource name", res.name),
+                    )
+                })?;
+            }
+        }
+        for a in &self.attributes {
+            if a.name.is_empty() || a.value.is_none() {
+                return Err(AgentError::config(
+                    "attributes",
+                    format!("attribute {a:?} needs a name and a value, e.g. rack:r1"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The master's address as a URL tonic can dial (`http://host:port`).
+pub fn master_url(master: &str) -> Result<String, AgentError> {
+    let m = master.trim();
+    let bad = |why: &str| AgentError::config("master", format!("`{master}` {why}"));
+    if m.is_empty() {
+        return Err(bad(
+            "is empty: give the master as host:port, e.g. 127.0.0.1:5050",
+        ));
+    }
+    if m.starts_with("zk://") {
+        return Err(bad(
+            "is a ZooKeeper address, which the agent does not follow yet: give the leading master as host:port",
+        ));
+    }
+    if m.starts_with("https://") {
+        return Err(bad(
+            "uses https, which the agent does not speak yet: use host:port",
+        ));
+    }
+    let rest = m.strip_prefix("http://").unwrap_or(m).trim_end_matches('/');
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| bad("has no port: write it as host:port, e.g. 127.0.0.1:5050"))?;
+    if host.is_empty() || host.contains('/') || host.contains(' ') {
+        return Err(bad(
+            "has no valid host: write it as host:port, e.g. 127.0.0.1:5050",
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(format!("http://{host}:{port}")),
+        _ => Err(bad(
+            "has no valid port: write it as host:port, e.g. 127.0.0.1:5050",
+        )),
+    }
+}
+
+/// This host's name, or `localhost`.
+pub fn default_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The default port range an agent offers (Mesos's).
+pub const DEFAULT_PORTS: (u64, u64) = (31000, 32000);
+
+/// This host's resources, as Mesos computes them: every CPU the agent may
+/// use; memory less what the system needs (1 GiB, or half of it below
+/// 2 GiB); the disk of the work directory's filesystem less 5 GiB (or half
+/// of it below 10 GiB); ports 31000-32000. Memory and disk are in MB.
+pub fn detect_resources(work_dir: &Path) -> Resources {
+    const GB: f64 = 1024.0;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mem_total = total_memory_mb();
+    let mem = if mem_total >= 2.0 * GB {
+        mem_total - GB
+    } else {
+        mem_total / 2.0
+    };
+    // The work dir may not exist yet; measure the closest existing parent.
+    let mut probe = work_dir.to_path_buf();
+    while !probe.exists() && probe.pop() {}
+    let disk_total = statvfs(if probe.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        &probe
+    })
+    .map(|s| s.blocks() as f64 * s.fragment_size() as f64 / (1024.0 * 1024.0))
+    .unwrap_or(0.0);
+    let disk = if disk_total >= 10.0 * GB {
+        disk_total - 5.0 * GB
+    } else {
+        disk_total / 2.0
+    };
+    let text = format!(
+        "cpus:{cpus};mem:{};disk:{};ports:[{}-{}]",
+        mem.floor(),
+        disk.floor(),
+        DEFAULT_PORTS.0,
+        DEFAULT_PORTS.1
+    );
+    Resources::parse(&text).unwrap_or_default()
+}
+
+fn total_memory_mb() -> f64 {
+    nix::sys::sysinfo::sysinfo()
+        .map(|i| i.ram_total() as f64 / (1024.0 * 1024.0))
+        .unwrap_or(0.0)
+}
+
+/// The resources to offer: the configured ones, with cpus, mem, disk and
+/// ports detected when not given.
+pub fn effective_resources(configured: Option<&Resources>, work_dir: &Path) -> Resources {
+    let detected = detect_resources(work_dir);
+    let Some(configured) = configured else {
+        return detected;
+    };
+    let mut out = configured.clone();
+    for r in detected.iter() {
+        if !configured.iter().any(|c| c.name == r.name) {
+            let _ = out.try_add_resource(r.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_addresses() {
+        assert_eq!(
+            master_url("127.0.0.1:5050").unwrap(),
+            "http://127.0.0.1:5050"
+        );
+        assert_eq!(master_url(" http://m1:5050/ ").unwrap(), "http://m1:5050");
+        assert_eq!(master_url("[::1]:5050").unwrap(), "http://[::1]:5050");
+        for (bad, needle) in [
+            ("", "empty"),
+            ("m1", "no port"),
+            ("m1:x", "valid port"),
+            ("m1:0", "valid port"),
+            (":5050", "valid host"),
+            ("zk://z1:2181/agora", "ZooKeeper"),
+            ("https://m1:5050", "https"),
+        ] {
+            let e = master_url(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn validation_says_what_is_wrong() {
+        let ok = AgentConfig::new("127.0.0.1:5050", "/tmp/w");
+        ok.validate().unwrap();
+        let mut c = ok.clone();
+        c.status_retry_min = Duration::from_secs(5);
+        c.status_retry_max = Duration::from_secs(1);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("status_retry")
+        );
+        let mut c = ok.clone();
+        c.supervisor_command.clear();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("supervisor_command")
+        );
+        let mut c = ok.clone();
+        c.work_dir = PathBuf::new();
+        assert!(c.validate().unwrap_err().to_string().contains("work_dir"));
+        let mut c = ok;
+        c.master = "nowhere".into();
+        assert!(c.validate().unwrap_err().to_string().contains("host:port"));
+    }
+
+    #[test]
+    fn detects_this_hosts_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = detect_resources(&dir.path().join("not/yet/there"));
+        assert!(r.cpus().as_f64() >= 1.0);
+        assert!(r.mem().as_f64() > 0.0);
+        assert!(r.disk().as_f64() > 0.0);
+        assert_eq!(r.ports().ranges(), &[(31000, 32000)]);
+    }
+
+    #[test]
+    fn configured_resources_win_and_the_rest_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = Resources::parse("cpus:2;gpus:1;ports:[5000-5001]").unwrap();
+        let r = effective_resources(Some(&given), dir.path());
+        assert_eq!(r.cpus().as_f64(), 2.0);
+        assert_eq!(r.gpus().as_f64(), 1.0);
+        assert_eq!(r.ports().ranges(), &[(5000, 5001)]);
+        assert!(r.mem().as_f64() > 0.0);
+    }
+}

@@ -1,0 +1,1308 @@
+//! The agent's core: one actor owns the agent's mutable state (its id, its
+//! frameworks, the task table and every task's status-update stream). The
+//! master session, the HTTP handlers and the task watchers talk to it over a
+//! channel through a cloneable [`CoreHandle`].
+//!
+//! Every change is checkpointed before it is acted on or reported, so a
+//! restarted agent can pick up where this one stopped ([`Core::recover`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use agora_proto::Resources;
+use agora_proto::v1::{
+    AgentInfo, AgentMessage, AgentRegistered, Attribute, FrameworkInfo, KillPolicy, LaunchTask,
+    RegisterAgent, StatusReason, StatusUpdates, Task, TaskState, agent_message, master_to_agent,
+};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::checkpoint::{
+    Checkpoint, ContainerRecord, KillRecord, list_dir, remove_dir_all_if_exists,
+};
+use crate::containerizer::{
+    ContainerId, Containerizer, KnownContainer, LaunchRequest, Launched, Recovered, Termination,
+};
+use crate::error::AgentError;
+use crate::paths::validate_id;
+use crate::status_update::{AckOutcome, RetryPolicy, UpdateStream};
+use crate::task::{Outcome, Phase, TaskEntry, TaskKey, new_status, outcome, progress};
+
+/// How many ended tasks `/state` and the logs endpoint remember.
+const COMPLETED_TASKS_KEPT: usize = 1000;
+
+/// What the core needs to know about its agent (fixed for its lifetime).
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub hostname: String,
+    pub http_address: String,
+    pub master: String,
+    pub resources: Resources,
+    pub attributes: Vec<Attribute>,
+    pub default_kill_grace: Duration,
+    pub retry: RetryPolicy,
+    pub sandbox_gc_delay: Duration,
+}
+
+/// A message to the core.
+pub(crate) enum Command {
+    /// The session wants the `register` message to open a session with.
+    Registration {
+        reply: oneshot::Sender<RegisterAgent>,
+    },
+    /// The master accepted the agent on session `session`.
+    Registered {
+        session: u64,
+        registered: AgentRegistered,
+        outbound: mpsc::UnboundedSender<AgentMessage>,
+    },
+    /// The master refused the agent.
+    Refused { session: u64, message: String },
+    /// Session `session` ended.
+    Disconnected { session: u64 },
+    /// Launches, kills, acknowledgements, framework shutdowns.
+    Master(master_to_agent::Message),
+    /// A launch finished.
+    Launched {
+        key: TaskKey,
+        container_id: ContainerId,
+        result: Result<Launched, AgentError>,
+    },
+    /// A container ended.
+    Ended {
+        key: TaskKey,
+        container_id: ContainerId,
+        termination: Result<Termination, AgentError>,
+    },
+    /// `/state`.
+    State { reply: oneshot::Sender<StateView> },
+    /// Where a task's sandbox is (for its logs).
+    Sandbox {
+        task_id: String,
+        framework_id: Option<String>,
+        reply: oneshot::Sender<Result<PathBuf, SandboxLookupError>>,
+    },
+}
+
+/// Why a task's sandbox cannot be named.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SandboxLookupError {
+    Unknown,
+    Ambiguous(Vec<String>),
+}
+
+/// A cheap handle to the core.
+#[derive(Clone)]
+pub(crate) struct CoreHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl CoreHandle {
+    pub async fn send(&self, cmd: Command) -> Result<(), AgentError> {
+        self.tx.send(cmd).await.map_err(|_| AgentError::Stopped)
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, AgentError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(make(reply)).await?;
+        rx.await.map_err(|_| AgentError::Stopped)
+    }
+
+    pub async fn registration(&self) -> Result<RegisterAgent, AgentError> {
+        self.ask(|reply| Command::Registration { reply }).await
+    }
+
+    pub async fn state(&self) -> Result<StateView, AgentError> {
+        self.ask(|reply| Command::State { reply }).await
+    }
+
+    pub async fn sandbox(
+        &self,
+        task_id: String,
+        framework_id: Option<String>,
+    ) -> Result<Result<PathBuf, SandboxLookupError>, AgentError> {
+        self.ask(|reply| Command::Sandbox {
+            task_id,
+            framework_id,
+            reply,
+        })
+        .await
+    }
+}
+
+/// `/state` as JSON.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct StateView {
+    pub id: Option<String>,
+    pub hostname: String,
+    pub http_address: String,
+    pub master: String,
+    pub connected: bool,
+    pub resources: String,
+    pub attributes: String,
+    pub frameworks: Vec<FrameworkView>,
+    pub tasks: Vec<TaskView>,
+    pub completed_tasks: Vec<TaskView>,
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct FrameworkView {
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    pub roles: Vec<String>,
+    pub checkpoint: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct TaskView {
+    pub id: String,
+    pub framework_id: String,
+    pub name: String,
+    pub state: String,
+    pub message: String,
+    pub exit_code: Option<i32>,
+    pub role: String,
+    pub resources: String,
+    pub container_id: Option<String>,
+    pub containerizer: Option<String>,
+    pub pid: Option<i32>,
+    pub sandbox: Option<PathBuf>,
+    pub unacknowledged_updates: usize,
+}
+
+/// The master session the core may send on.
+struct Session {
+    id: u64,
+    outbound: mpsc::UnboundedSender<AgentMessage>,
+}
+
+/// A sandbox waiting to be removed.
+struct Garbage {
+    at: Instant,
+    container_id: Option<ContainerId>,
+    sandbox: PathBuf,
+}
+
+/// The actor.
+pub(crate) struct Core {
+    settings: Arc<Settings>,
+    checkpoint: Checkpoint,
+    containerizer: Arc<dyn Containerizer>,
+    agent_id: Option<String>,
+    agent_id_tx: watch::Sender<Option<String>>,
+    frameworks: BTreeMap<String, FrameworkInfo>,
+    tasks: BTreeMap<TaskKey, TaskEntry>,
+    completed: VecDeque<TaskView>,
+    garbage: Vec<Garbage>,
+    session: Option<Session>,
+    /// For the core's own helpers (launches, watchers, kills).
+    tx: mpsc::Sender<Command>,
+    rx: mpsc::Receiver<Command>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Core {
+    /// Reads the checkpoint, finds every task's container again, and queues
+    /// the updates the restart calls for (tasks that ended while the agent
+    /// was down, tasks of frameworks without checkpointing, ...).
+    pub async fn recover(
+        settings: Settings,
+        checkpoint: Checkpoint,
+        containerizer: Arc<dyn Containerizer>,
+        shutdown: CancellationToken,
+    ) -> Result<(Core, CoreHandle, watch::Receiver<Option<String>>), AgentError> {
+        let state = checkpoint.recover()?;
+        for s in &state.skipped {
+            warn!("skipped while recovering: {s}");
+        }
+        if let Some(id) = &state.agent_id {
+            tracing::Span::current().record("agent_id", id.as_str());
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let (agent_id_tx, agent_id_rx) = watch::channel(state.agent_id.clone());
+        let mut core = Core {
+            settings: Arc::new(settings),
+            checkpoint,
+            containerizer,
+            agent_id: state.agent_id,
+            agent_id_tx,
+            frameworks: state.frameworks,
+            tasks: BTreeMap::new(),
+            completed: VecDeque::new(),
+            garbage: Vec::new(),
+            session: None,
+            tx: tx.clone(),
+            rx,
+            tracker: TaskTracker::new(),
+            shutdown,
+        };
+
+        // Containers to look for, with the task each belongs to.
+        let mut known: Vec<(TaskKey, KnownContainer)> = Vec::new();
+        for t in state.tasks {
+            let Some(info) = t.launch.task.as_ref() else {
+                continue;
+            };
+            let key: TaskKey = (t.launch.framework_id.clone(), info.task_id.clone());
+            let stream = UpdateStream::from_records(t.updates, core.settings.retry);
+            let container_id = t
+                .container
+                .as_ref()
+                .and_then(|c| ContainerId::parse(&c.container_id).ok());
+            let sandbox = container_id.as_ref().map(|c| {
+                core.checkpoint
+                    .layout()
+                    .sandbox_dir(&key.0, &key.1, c.as_str())
+            });
+            let ended = stream.has_terminal();
+            let entry = TaskEntry {
+                launch: Some(t.launch),
+                container: t.container,
+                sandbox: sandbox.clone(),
+                phase: if ended {
+                    Phase::Ended
+                } else {
+                    Phase::Launching
+                },
+                stream,
+                pid: None,
+            };
+            if entry.stream.is_complete() {
+                core.tasks.insert(key.clone(), entry);
+                core.finish(&key);
+                continue;
+            }
+            let recorded_by = entry.container.as_ref().map(|c| c.containerizer.clone());
+            let checkpoint_data = entry.container.as_ref().and_then(|c| c.launched.clone());
+            core.tasks.insert(key.clone(), entry);
+            if ended {
+                continue;
+            }
+            match (container_id, sandbox, recorded_by) {
+                (Some(container_id), Some(sandbox), Some(by))
+                    if by == core.containerizer.name() =>
+                {
+                    known.push((
+                        key,
+                        KnownContainer {
+                            container_id,
+                            sandbox,
+                            checkpoint: checkpoint_data,
+                        },
+                    ));
+                }
+                (Some(_), _, Some(by)) => {
+                    core.end_task(
+                        &key,
+                        Termination::Vanished {
+                            message: format!(
+                                "it ran in a `{by}` container, which this agent cannot run"
+                            ),
+                        },
+                    );
+                }
+                _ => {
+                    let _span = task_span(&key).entered();
+                    warn!("the agent stopped before launching the task");
+                    core.emit(
+                        &key,
+                        Outcome {
+                            state: TaskState::TaskFailed,
+                            reason: StatusReason::ReasonAgentRestarted,
+                            message: "The agent restarted before it launched the task".into(),
+                            exit_code: None,
+                        },
+                    );
+                    core.set_phase(&key, Phase::Ended);
+                }
+            }
+        }
+
+        let (keys, containers): (Vec<TaskKey>, Vec<KnownContainer>) = known.into_iter().unzip();
+        let found = core.containerizer.recover(containers).await?;
+        for (key, recovered) in keys.into_iter().zip(found) {
+            core.recovered(&key, recovered);
+        }
+        core.forget_unused_frameworks();
+        core.sweep_sandboxes();
+        info!(
+            agent_id = core.agent_id.as_deref().unwrap_or(""),
+            tasks = core.tasks.len(),
+            "recovered the agent's state"
+        );
+        Ok((core, CoreHandle { tx }, agent_id_rx))
+    }
+
+    /// Acts on what the containerizer found of a checkpointed task.
+    fn recovered(&mut self, key: &TaskKey, recovered: Recovered) {
+        let _span = task_span(key).entered();
+        let checkpointing = self.frameworks.get(&key.0).is_some_and(|f| f.checkpoint);
+        match recovered {
+            Recovered::Running(_) if !checkpointing => {
+                info!("the task's framework does not checkpoint: killing the task");
+                if let Some(cid) = self.tasks.get(key).and_then(TaskEntry::container_id) {
+                    let c = self.containerizer.clone();
+                    self.tracker.spawn(async move {
+                        if let Err(e) = c.kill(&cid, Duration::ZERO).await {
+                            warn!("cannot kill the task: {e}");
+                        }
+                    });
+                }
+                self.emit(
+                    key,
+                    Outcome {
+                        state: TaskState::TaskFailed,
+                        reason: StatusReason::ReasonAgentRestarted,
+                        message: "The agent restarted and the task's framework does not \
+                                  checkpoint, so the task was killed"
+                            .into(),
+                        exit_code: None,
+                    },
+                );
+                self.set_phase(key, Phase::Ended);
+            }
+            Recovered::Running(launched) => {
+                info!(pid = launched.pid, "the task still runs");
+                let starting = self
+                    .tasks
+                    .get(key)
+                    .is_some_and(|e| e.stream.latest_state() != Some(TaskState::TaskRunning));
+                self.mark_running(key, launched);
+                if starting && self.tasks.get(key).is_some_and(|e| e.kill().is_none()) {
+                    self.emit(key, progress(TaskState::TaskRunning, "Command is running"));
+                }
+                if let Some(grace) = self
+                    .tasks
+                    .get(key)
+                    .and_then(|e| e.kill())
+                    .map(|k| k.grace_seconds)
+                {
+                    self.spawn_kill(key, Duration::from_secs_f64(grace.max(0.0)));
+                }
+            }
+            Recovered::Ended(termination) => {
+                info!(?termination, "the task ended while the agent was away");
+                self.end_task(key, termination);
+            }
+        }
+    }
+
+    /// Runs the actor until shutdown.
+    pub async fn run(mut self) {
+        loop {
+            let wake = self.next_wakeup();
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                cmd = self.rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                _ = sleep_until_opt(wake) => {}
+            }
+            self.flush_updates();
+            self.collect_garbage();
+        }
+        self.tracker.close();
+        // Watchers, launches and kills stop on the same token; the tasks
+        // themselves keep running and are recovered on the next start.
+        self.tracker.wait().await;
+        debug!("the agent's core stopped");
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let updates = if self.session.is_some() {
+            self.tasks
+                .values()
+                .filter_map(|e| e.stream.next_deadline())
+                .min()
+        } else {
+            None
+        };
+        let gc = self.garbage.iter().map(|g| g.at).min();
+        updates.into_iter().chain(gc).min()
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Registration { reply } => {
+                let _ = reply.send(self.registration());
+            }
+            Command::Registered {
+                session,
+                registered,
+                outbound,
+            } => self.registered(session, registered, outbound),
+            Command::Refused { session, message } => self.refused(session, &message),
+            Command::Disconnected { session } => {
+                if self.session.as_ref().is_some_and(|s| s.id == session) {
+                    info!("disconnected from the master");
+                    self.session = None;
+                }
+            }
+            Command::Master(msg) => self.master_message(msg),
+            Command::Launched {
+                key,
+                container_id,
+                result,
+            } => self.launched(&key, &container_id, result),
+            Command::Ended {
+                key,
+                container_id,
+                termination,
+            } => {
+                let current = self.tasks.get(&key).is_some_and(|e| {
+                    e.phase != Phase::Ended && e.container_id() == Some(container_id.clone())
+                });
+                if current {
+                    let _span = task_span(&key).entered();
+                    let termination = termination.unwrap_or_else(|e| Termination::Vanished {
+                        message: format!("the agent lost track of the task: {e}"),
+                    });
+                    info!(?termination, "the task ended");
+                    self.end_task(&key, termination);
+                }
+            }
+            Command::State { reply } => {
+                let _ = reply.send(self.state_view());
+            }
+            Command::Sandbox {
+                task_id,
+                framework_id,
+                reply,
+            } => {
+                let _ = reply.send(self.sandbox_of(&task_id, framework_id.as_deref()));
+            }
+        }
+    }
+
+    // ----- master session -------------------------------------------------
+
+    fn registration(&self) -> RegisterAgent {
+        let agent_id = self.agent_id.clone().unwrap_or_default();
+        let s = &self.settings;
+        let mut frameworks = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for (key, e) in &self.tasks {
+            let (Some(launch), Some(latest)) = (&e.launch, e.stream.latest()) else {
+                continue;
+            };
+            if e.stream.is_complete() {
+                continue;
+            }
+            let info = launch.task.clone().unwrap_or_default();
+            if let Some(f) = self.frameworks.get(&key.0) {
+                frameworks.insert(key.0.clone(), f.clone());
+            }
+            tasks.push(Task {
+                task_id: key.1.clone(),
+                framework_id: key.0.clone(),
+                agent_id: agent_id.clone(),
+                name: info.name,
+                state: latest.state,
+                resources: info.resources,
+                status: Some(latest.clone()),
+                container: info.container,
+                labels: info.labels,
+                role: launch.role.clone(),
+            });
+        }
+        RegisterAgent {
+            info: Some(AgentInfo {
+                id: agent_id,
+                hostname: s.hostname.clone(),
+                resources: s.resources.to_proto(),
+                attributes: s.attributes.clone(),
+                http_address: s.http_address.clone(),
+                version: agora_proto::VERSION.to_string(),
+            }),
+            tasks,
+            frameworks: frameworks.into_values().collect(),
+        }
+    }
+
+    fn registered(
+        &mut self,
+        session: u64,
+        registered: AgentRegistered,
+        outbound: mpsc::UnboundedSender<AgentMessage>,
+    ) {
+        let id = registered.agent_id;
+        if id.is_empty() {
+            warn!("the master registered the agent without an id; ignoring it");
+            return;
+        }
+        if self.agent_id.as_deref() != Some(id.as_str()) {
+            if let Some(old) = &self.agent_id {
+                warn!(old_agent_id = %old, agent_id = %id, "the master gave this agent a new id");
+            }
+            if let Err(e) = self.checkpoint.save_agent_id(&id) {
+                error!("{e}");
+            }
+            self.agent_id = Some(id.clone());
+            self.agent_id_tx.send_replace(Some(id.clone()));
+            tracing::Span::current().record("agent_id", id.as_str());
+        }
+        let master = registered.master.unwrap_or_default();
+        info!(agent_id = %id, master_id = %master.id, master = %format!("{}:{}", master.hostname, master.port),
+            "registered with the master");
+        self.session = Some(Session {
+            id: session,
+            outbound,
+        });
+        // Everything not yet acknowledged goes out again at once.
+        for e in self.tasks.values_mut() {
+            e.stream.resend_now();
+        }
+    }
+
+    fn refused(&mut self, session: u64, message: &str) {
+        if self.session.as_ref().is_some_and(|s| s.id == session) {
+            self.session = None;
+        }
+        if !message.to_ascii_lowercase().contains("removed") {
+            error!(reason = %message, "the master refused the agent; trying again");
+            return;
+        }
+        error!(
+            reason = %message,
+            "the master removed this agent: its tasks were reported gone to their frameworks, \
+             so the agent kills them, forgets its id and registers as a new agent"
+        );
+        let keys: Vec<TaskKey> = self.tasks.keys().cloned().collect();
+        for key in keys {
+            let Some(e) = self.tasks.remove(&key) else {
+                continue;
+            };
+            if e.phase == Phase::Running
+                && let Some(cid) = e.container_id()
+            {
+                let c = self.containerizer.clone();
+                self.tracker.spawn(async move {
+                    let _ = c.kill(&cid, Duration::ZERO).await;
+                });
+            }
+            if e.launch.is_some() {
+                if let Err(err) = self.checkpoint.remove_task(&key.0, &key.1) {
+                    error!("{err}");
+                }
+                if let Some(sandbox) = e.sandbox.clone() {
+                    self.garbage.push(Garbage {
+                        at: Instant::now() + self.settings.sandbox_gc_delay,
+                        container_id: e.container_id(),
+                        sandbox,
+                    });
+                }
+            }
+        }
+        self.forget_unused_frameworks();
+        if let Err(e) = self.checkpoint.clear_agent_id() {
+            error!("{e}");
+        }
+        self.agent_id = None;
+        self.agent_id_tx.send_replace(None);
+    }
+
+    fn master_message(&mut self, msg: master_to_agent::Message) {
+        match msg {
+            master_to_agent::Message::RunTasks(run) => {
+                for f in run.frameworks {
+                    self.add_framework(f);
+                }
+                for launch in run.launches {
+                    self.launch(launch);
+                }
+            }
+            master_to_agent::Message::KillTasks(kills) => {
+                for k in kills.kills {
+                    self.kill(&(k.framework_id, k.task_id), k.kill_policy.as_ref());
+                }
+            }
+            master_to_agent::Message::Acknowledge(acks) => {
+                for a in acks.acks {
+                    self.acknowledge(&(a.framework_id, a.task_id), &a.uuid);
+                }
+            }
+            master_to_agent::Message::ShutdownFramework(s) => {
+                info!(framework_id = %s.framework_id, "shutting the framework's tasks down");
+                let keys: Vec<TaskKey> = self
+                    .tasks
+                    .iter()
+                    .filter(|(k, e)| k.0 == s.framework_id && e.launch.is_some())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in keys {
+                    self.kill(&key, None);
+                }
+            }
+            master_to_agent::Message::Registered(_) | master_to_agent::Message::Refused(_) => {}
+        }
+    }
+
+    /// Sends every update that is due, in one message.
+    fn flush_updates(&mut self) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        let now = Instant::now();
+        let agent_id = self.agent_id.clone().unwrap_or_default();
+        let mut statuses = Vec::new();
+        for e in self.tasks.values_mut() {
+            if let Some(s) = e.stream.due(now) {
+                let mut s = s.clone();
+                if s.agent_id.is_empty() {
+                    s.agent_id = agent_id.clone();
+                }
+                statuses.push(s);
+                e.stream.mark_sent(now);
+            }
+        }
+        if statuses.is_empty() {
+            return;
+        }
+        debug!(count = statuses.len(), "sending status updates");
+        let msg = AgentMessage {
+            message: Some(agent_message::Message::Updates(StatusUpdates { statuses })),
+        };
+        if session.outbound.send(msg).is_err() {
+            // The session is gone; everything goes out again after the next
+            // registration.
+            self.session = None;
+        }
+    }
+
+    // ----- tasks ----------------------------------------------------------
+
+    fn add_framework(&mut self, f: FrameworkInfo) {
+        if let Err(e) = validate_id("framework id", &f.id) {
+            error!("ignoring a framework: {e}");
+            return;
+        }
+        if self.frameworks.get(&f.id) != Some(&f) {
+            if let Err(e) = self.checkpoint.save_framework(&f) {
+                error!("{e}");
+            }
+            self.frameworks.insert(f.id.clone(), f);
+        }
+    }
+
+    fn launch(&mut self, launch: LaunchTask) {
+        let Some(info) = launch.task.clone() else {
+            warn!(framework_id = %launch.framework_id, "ignoring a launch without a task");
+            return;
+        };
+        let key: TaskKey = (launch.framework_id.clone(), info.task_id.clone());
+        let _span = task_span(&key).entered();
+        if let Err(e) = validate_id("framework id", &key.0).and(validate_id("task id", &key.1)) {
+            error!("refusing to launch: {e}");
+            return;
+        }
+        if let Some(e) = self.tasks.get(&key) {
+            if e.launch.is_some() && !e.stream.has_terminal() {
+                info!("the task is already known here; ignoring the duplicate launch");
+                return;
+            }
+            if e.stream.pending() > 0 {
+                warn!(
+                    pending = e.stream.pending(),
+                    "a task with this id ended earlier and not all of its updates were \
+                     acknowledged; they are dropped for the new launch"
+                );
+            }
+            self.finish(&key);
+        }
+        if !self.frameworks.contains_key(&key.0) {
+            warn!("the launch came without its framework's info; assuming defaults");
+            self.add_framework(FrameworkInfo {
+                id: key.0.clone(),
+                ..Default::default()
+            });
+        }
+        let container_id = ContainerId::random();
+        let sandbox = self
+            .checkpoint
+            .layout()
+            .sandbox_dir(&key.0, &key.1, container_id.as_str());
+        let record = ContainerRecord {
+            container_id: container_id.to_string(),
+            containerizer: self.containerizer.name().to_string(),
+            launched: None,
+            kill: None,
+        };
+        let saved = self
+            .checkpoint
+            .save_task(&launch)
+            .and_then(|()| self.checkpoint.save_container(&key.0, &key.1, &record));
+        self.tasks.insert(
+            key.clone(),
+            TaskEntry {
+                launch: Some(launch),
+                container: Some(record),
+                sandbox: Some(sandbox.clone()),
+                phase: Phase::Launching,
+                stream: UpdateStream::new(self.settings.retry),
+                pid: None,
+            },
+        );
+        if let Err(e) = saved {
+            error!("{e}");
+            self.end_task(
+                &key,
+                Termination::LaunchFailed {
+                    message: e.to_string(),
+                },
+            );
+            return;
+        }
+        if !self.containerizer.supports(&info) {
+            self.end_task(
+                &key,
+                Termination::LaunchFailed {
+                    message: format!(
+                        "this agent has no containerizer for this task (it runs plain commands \
+                         with the `{}` containerizer; Docker tasks need a Docker-enabled agent)",
+                        self.containerizer.name()
+                    ),
+                },
+            );
+            return;
+        }
+        if let Err(e) = std::fs::create_dir_all(&sandbox) {
+            let e = AgentError::io("cannot create the sandbox", &sandbox, e);
+            self.end_task(
+                &key,
+                Termination::LaunchFailed {
+                    message: e.to_string(),
+                },
+            );
+            return;
+        }
+        info!(container_id = %container_id, "launching the task");
+        self.emit(&key, progress(TaskState::TaskStarting, "Starting the task"));
+        let request = LaunchRequest {
+            container_id: container_id.clone(),
+            framework_id: key.0.clone(),
+            agent_id: self.agent_id.clone().unwrap_or_default(),
+            hostname: self.settings.hostname.clone(),
+            task: info,
+            sandbox,
+        };
+        let c = self.containerizer.clone();
+        let tx = self.tx.clone();
+        let token = self.shutdown.clone();
+        self.tracker.spawn(
+            async move {
+                tokio::select! {
+                    _ = token.cancelled() => {}
+                    result = c.launch(request) => {
+                        let _ = tx.send(Command::Launched { key, container_id, result }).await;
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+    }
+
+    fn launched(
+        &mut self,
+        key: &TaskKey,
+        container_id: &ContainerId,
+        result: Result<Launched, AgentError>,
+    ) {
+        let current = self.tasks.get(key).is_some_and(|e| {
+            e.phase == Phase::Launching && e.container_id().as_ref() == Some(container_id)
+        });
+        if !current {
+            // The task was dropped while it launched (the agent was removed,
+            // or the id was launched again): its container must not run on.
+            if result.is_ok() {
+                let c = self.containerizer.clone();
+                let cid = container_id.clone();
+                self.tracker.spawn(async move {
+                    let _ = c.kill(&cid, Duration::ZERO).await;
+                });
+            }
+            return;
+        }
+        let _span = task_span(key).entered();
+        match result {
+            Ok(launched) => {
+                info!(pid = launched.pid, "the task runs");
+                self.mark_running(key, launched);
+                let kill = self
+                    .tasks
+                    .get(key)
+                    .and_then(|e| e.kill())
+                    .map(|k| k.grace_seconds);
+                match kill {
+                    Some(grace) => self.spawn_kill(key, Duration::from_secs_f64(grace.max(0.0))),
+                    None => self.emit(key, progress(TaskState::TaskRunning, "Command is running")),
+                }
+            }
+            Err(e) => {
+                warn!("the task could not be launched: {e}");
+                let message = match e {
+                    AgentError::Launch(m) => m,
+                    other => other.to_string(),
+                };
+                self.end_task(key, Termination::LaunchFailed { message });
+            }
+        }
+    }
+
+    /// Records a running container (checkpointed) and starts its watcher.
+    fn mark_running(&mut self, key: &TaskKey, launched: Launched) {
+        let Some(e) = self.tasks.get_mut(key) else {
+            return;
+        };
+        e.phase = Phase::Running;
+        e.pid = launched.pid;
+        let Some(record) = e.container.as_mut() else {
+            return;
+        };
+        record.launched = Some(launched.checkpoint);
+        if let Err(err) = self.checkpoint.save_container(&key.0, &key.1, record) {
+            error!("{err}");
+        }
+        let Some(cid) = e.container_id() else {
+            return;
+        };
+        let c = self.containerizer.clone();
+        let tx = self.tx.clone();
+        let token = self.shutdown.clone();
+        let key = key.clone();
+        self.tracker.spawn(
+            async move {
+                tokio::select! {
+                    _ = token.cancelled() => {}
+                    termination = c.wait(&cid) => {
+                        let _ = tx.send(Command::Ended { key, container_id: cid, termination }).await;
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+    }
+
+    fn kill(&mut self, key: &TaskKey, policy: Option<&KillPolicy>) {
+        let _span = task_span(key).entered();
+        let known = self.tasks.get(key).is_some_and(|e| e.launch.is_some());
+        if !known {
+            let already = self.tasks.get(key).is_some_and(|e| e.stream.pending() > 0);
+            if !already {
+                info!("asked to kill a task this agent does not know; answering TASK_LOST");
+                self.tasks.insert(
+                    key.clone(),
+                    TaskEntry {
+                        launch: None,
+                        container: None,
+                        sandbox: None,
+                        phase: Phase::Ended,
+                        stream: UpdateStream::new(self.settings.retry),
+                        pid: None,
+                    },
+                );
+                self.emit(
+                    key,
+                    Outcome {
+                        state: TaskState::TaskLost,
+                        reason: StatusReason::ReasonTaskUnknown,
+                        message: "The agent does not know this task".into(),
+                        exit_code: None,
+                    },
+                );
+            }
+            return;
+        }
+        let default = self.settings.default_kill_grace;
+        let Some(e) = self.tasks.get_mut(key) else {
+            return;
+        };
+        if e.phase == Phase::Ended {
+            debug!("asked to kill a task that has already ended");
+            return;
+        }
+        if e.kill().is_some() {
+            debug!("the task is already being killed");
+            return;
+        }
+        let task_policy = e
+            .launch
+            .as_ref()
+            .and_then(|l| l.task.as_ref())
+            .and_then(|t| t.kill_policy.as_ref());
+        let grace = grace_period(policy, task_policy, default);
+        let Some(record) = e.container.as_mut() else {
+            return;
+        };
+        record.kill = Some(KillRecord {
+            grace_seconds: grace.as_secs_f64(),
+        });
+        if let Err(err) = self.checkpoint.save_container(&key.0, &key.1, record) {
+            error!("{err}");
+        }
+        info!(?grace, "killing the task");
+        if e.phase == Phase::Running {
+            self.spawn_kill(key, grace);
+        }
+        // A task still launching is killed as soon as its launch finishes.
+    }
+
+    fn spawn_kill(&mut self, key: &TaskKey, grace: Duration) {
+        let Some(cid) = self.tasks.get(key).and_then(TaskEntry::container_id) else {
+            return;
+        };
+        let c = self.containerizer.clone();
+        let token = self.shutdown.clone();
+        self.tracker.spawn(
+            async move {
+                tokio::select! {
+                    _ = token.cancelled() => {}
+                    r = c.kill(&cid, grace) => if let Err(e) = r {
+                        error!("cannot kill the task: {e}");
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+    }
+
+    fn acknowledge(&mut self, key: &TaskKey, uuid: &[u8]) {
+        let Some(e) = self.tasks.get_mut(key) else {
+            debug!(framework_id = %key.0, task_id = %key.1, "acknowledgement for an unknown task");
+            return;
+        };
+        match e.stream.acknowledge(uuid) {
+            AckOutcome::Ignored => {
+                debug!(framework_id = %key.0, task_id = %key.1, "ignoring an acknowledgement for another update");
+            }
+            AckOutcome::Acknowledged { terminal } => {
+                if terminal || e.stream.is_complete() {
+                    self.finish(key);
+                } else {
+                    self.persist_updates(key);
+                }
+            }
+        }
+    }
+
+    /// A task whose every update is acknowledged after the terminal one: its
+    /// checkpoint goes now, its sandbox after the GC delay.
+    fn finish(&mut self, key: &TaskKey) {
+        let Some(e) = self.tasks.remove(key) else {
+            return;
+        };
+        if e.launch.is_none() {
+            return;
+        }
+        debug!(framework_id = %key.0, task_id = %key.1, "forgetting the ended task");
+        if let Err(err) = self.checkpoint.remove_task(&key.0, &key.1) {
+            error!("{err}");
+        }
+        self.completed.push_back(task_view(key, &e));
+        while self.completed.len() > COMPLETED_TASKS_KEPT {
+            self.completed.pop_front();
+        }
+        if let Some(sandbox) = e.sandbox.clone() {
+            self.garbage.push(Garbage {
+                at: Instant::now() + self.settings.sandbox_gc_delay,
+                container_id: e.container_id(),
+                sandbox,
+            });
+        }
+        self.forget_unused_frameworks();
+    }
+
+    fn forget_unused_frameworks(&mut self) {
+        let unused: Vec<String> = self
+            .frameworks
+            .keys()
+            .filter(|f| {
+                !self
+                    .tasks
+                    .iter()
+                    .any(|(k, e)| &k.0 == *f && e.launch.is_some())
+            })
+            .cloned()
+            .collect();
+        for f in unused {
+            self.frameworks.remove(&f);
+            if let Err(e) = self.checkpoint.remove_framework(&f) {
+                error!("{e}");
+            }
+        }
+    }
+
+    /// Reports how a task ended.
+    fn end_task(&mut self, key: &TaskKey, termination: Termination) {
+        let kill = self.tasks.get(key).and_then(|e| e.kill().cloned());
+        self.emit(key, outcome(&termination, kill.as_ref()));
+        self.set_phase(key, Phase::Ended);
+    }
+
+    fn set_phase(&mut self, key: &TaskKey, phase: Phase) {
+        if let Some(e) = self.tasks.get_mut(key) {
+            e.phase = phase;
+        }
+    }
+
+    /// Adds an update to the task's stream and checkpoints the stream; the
+    /// next flush sends it when it is the head.
+    fn emit(&mut self, key: &TaskKey, outcome: Outcome) {
+        let agent_id = self.agent_id.clone().unwrap_or_default();
+        let Some(e) = self.tasks.get_mut(key) else {
+            return;
+        };
+        let state = outcome.state;
+        e.stream.push(new_status(key, &agent_id, outcome));
+        info!(framework_id = %key.0, task_id = %key.1, state = state.as_str_name(), "status update");
+        self.persist_updates(key);
+    }
+
+    fn persist_updates(&self, key: &TaskKey) {
+        let Some(e) = self.tasks.get(key) else {
+            return;
+        };
+        if e.launch.is_none() {
+            return;
+        }
+        if let Err(err) = self
+            .checkpoint
+            .save_updates(&key.0, &key.1, e.stream.records())
+        {
+            error!("{err}");
+        }
+    }
+
+    // ----- sandboxes --------------------------------------------------------
+
+    /// Queues the removal of sandboxes no task owns, each at the GC delay
+    /// after it was last changed.
+    fn sweep_sandboxes(&mut self) {
+        let layout = self.checkpoint.layout().clone();
+        let owned: Vec<PathBuf> = self
+            .tasks
+            .values()
+            .filter_map(|e| e.sandbox.clone())
+            .collect();
+        let now = SystemTime::now();
+        for fid in list_dir(&layout.sandboxes_dir()).unwrap_or_default() {
+            let fdir = layout.sandboxes_dir().join(&fid);
+            for tid in list_dir(&fdir).unwrap_or_default() {
+                for cid in list_dir(&fdir.join(&tid)).unwrap_or_default() {
+                    let sandbox = fdir.join(&tid).join(&cid);
+                    if owned.contains(&sandbox) {
+                        continue;
+                    }
+                    let age = std::fs::metadata(&sandbox)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|m| now.duration_since(m).ok())
+                        .unwrap_or_default();
+                    self.garbage.push(Garbage {
+                        at: Instant::now() + self.settings.sandbox_gc_delay.saturating_sub(age),
+                        container_id: ContainerId::parse(&cid).ok(),
+                        sandbox,
+                    });
+                }
+            }
+        }
+    }
+
+    fn collect_garbage(&mut self) {
+        let now = Instant::now();
+        if !self.garbage.iter().any(|g| g.at <= now) {
+            return;
+        }
+        let (due, later): (Vec<Garbage>, Vec<Garbage>) =
+            self.garbage.drain(..).partition(|g| g.at <= now);
+        self.garbage = later;
+        for g in due {
+            self.completed
+                .retain(|t| t.sandbox.as_ref() != Some(&g.sandbox));
+            let c = self.containerizer.clone();
+            self.tracker.spawn(async move {
+                if let Some(cid) = g.container_id
+                    && let Err(e) = c.remove(&cid).await
+                {
+                    warn!("{e}");
+                }
+                if let Err(e) = remove_dir_all_if_exists(&g.sandbox) {
+                    warn!(sandbox = %g.sandbox.display(), "cannot remove the sandbox: {e}");
+                }
+                // Drop the task's and framework's directories once empty.
+                let mut dir = g.sandbox.parent();
+                for _ in 0..2 {
+                    if let Some(d) = dir {
+                        let _ = std::fs::remove_dir(d);
+                        dir = d.parent();
+                    }
+                }
+            });
+        }
+    }
+
+    // ----- views ------------------------------------------------------------
+
+    fn state_view(&self) -> StateView {
+        let s = &self.settings;
+        StateView {
+            id: self.agent_id.clone(),
+            hostname: s.hostname.clone(),
+            http_address: s.http_address.clone(),
+            master: s.master.clone(),
+            connected: self.session.is_some(),
+            resources: s.resources.to_string(),
+            attributes: agora_proto::format_attributes(&s.attributes),
+            frameworks: self
+                .frameworks
+                .values()
+                .map(|f| FrameworkView {
+                    id: f.id.clone(),
+                    name: f.name.clone(),
+                    user: f.user.clone(),
+                    roles: f.roles.clone(),
+                    checkpoint: f.checkpoint,
+                })
+                .collect(),
+            tasks: self
+                .tasks
+                .iter()
+                .filter(|(_, e)| e.launch.is_some())
+                .map(|(k, e)| task_view(k, e))
+                .collect(),
+            completed_tasks: self.completed.iter().cloned().collect(),
+            version: agora_proto::VERSION,
+        }
+    }
+
+    fn sandbox_of(
+        &self,
+        task_id: &str,
+        framework_id: Option<&str>,
+    ) -> Result<PathBuf, SandboxLookupError> {
+        let live = self
+            .tasks
+            .iter()
+            .filter(|(_, e)| e.launch.is_some())
+            .filter_map(|(k, e)| Some((k.0.as_str(), k.1.as_str(), e.sandbox.clone()?)));
+        let done = self
+            .completed
+            .iter()
+            .rev()
+            .filter_map(|t| Some((t.framework_id.as_str(), t.id.as_str(), t.sandbox.clone()?)));
+        let mut found: Vec<(&str, PathBuf)> = Vec::new();
+        for (f, t, sandbox) in live.chain(done) {
+            if t == task_id
+                && framework_id.is_none_or(|want| want == f)
+                && !found.iter().any(|(seen, _)| *seen == f)
+            {
+                found.push((f, sandbox));
+            }
+        }
+        match found.len() {
+            0 => Err(SandboxLookupError::Unknown),
+            1 => Ok(found.remove(0).1),
+            _ => Err(SandboxLookupError::Ambiguous(
+                found.into_iter().map(|(f, _)| f.to_string()).collect(),
+            )),
+        }
+    }
+}
+
+fn task_view(key: &TaskKey, e: &TaskEntry) -> TaskView {
+    let latest = e.stream.latest();
+    let info = e.launch.as_ref().and_then(|l| l.task.as_ref());
+    TaskView {
+        id: key.1.clone(),
+        framework_id: key.0.clone(),
+        name: e.name().to_string(),
+        state: latest
+            .map_or("TASK_STAGING", |s| s.state().as_str_name())
+            .to_string(),
+        message: latest.map(|s| s.message.clone()).unwrap_or_default(),
+        exit_code: latest.and_then(|s| s.exit_code),
+        role: e
+            .launch
+            .as_ref()
+            .map(|l| l.role.clone())
+            .unwrap_or_default(),
+        resources: info
+            .and_then(|t| Resources::from_proto(&t.resources).ok())
+            .map(|r| r.to_string())
+            .unwrap_or_default(),
+        container_id: e.container.as_ref().map(|c| c.container_id.clone()),
+        containerizer: e.container.as_ref().map(|c| c.containerizer.clone()),
+        pid: e.pid,
+        sandbox: e.sandbox.clone(),
+        unacknowledged_updates: e.stream.pending(),
+    }
+}
+
+/// The grace period of a kill: the kill's own policy, else the task's, else
+/// the agent's default. Negative or non-finite values count as zero.
+pub(crate) fn grace_period(
+    kill: Option<&KillPolicy>,
+    task: Option<&KillPolicy>,
+    default: Duration,
+) -> Duration {
+    kill.and_then(|p| p.grace_period)
+        .or_else(|| task.and_then(|p| p.grace_period))
+        .map(|secs| {
+            if secs.is_finite() && secs > 0.0 {
+                Duration::from_secs_f64(secs.min(86_400.0))
+            } else {
+                Duration::ZERO
+            }
+        })
+        .unwrap_or(default)
+}
+
+fn task_span(key: &TaskKey) -> tracing::Span {
+    info_span!("task", framework_id = %key.0, task_id = %key.1)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_comes_from_the_kill_then_the_task_then_the_default() {
+        let p = |s: f64| KillPolicy {
+            grace_period: Some(s),
+        };
+        let d = Duration::from_secs(3);
+        assert_eq!(grace_period(None, None, d), d);
+        assert_eq!(grace_period(None, Some(&p(1.0)), d), Duration::from_secs(1));
+        assert_eq!(
+            grace_period(Some(&p(0.5)), Some(&p(1.0)), d),
+            Duration::from_millis(500)
+        );
+        assert_eq!(grace_period(Some(&p(-1.0)), None, d), Duration::ZERO);
+        assert_eq!(grace_period(Some(&p(f64::NAN)), None, d), Duration::ZERO);
+        let empty = KillPolicy { grace_period: None };
+        assert_eq!(
+            grace_period(Some(&empty), Some(&p(2.0)), d),
+            Duration::from_secs(2)
+        );
+    }
+}
