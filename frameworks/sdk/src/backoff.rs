@@ -25,7 +25,11 @@ impl Backoff {
             .checked_mul(2u32.saturating_pow(attempt.min(31)))
             .unwrap_or(self.max)
             .min(self.max);
-        let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 1.0 };
+        let unit = if unit.is_finite() {
+            unit.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
         ceiling / 2 + ceiling.mul_f64(unit / 2.0)
     }
 
@@ -69,7 +73,10 @@ mod tests {
 
     #[test]
     fn huge_minimum_does_not_overflow() {
-        let b = Backoff::new(Duration::from_secs(u64::MAX / 2), Duration::from_secs(u64::MAX));
+        let b = Backoff::new(
+            Duration::from_secs(u64::MAX / 2),
+            Duration::from_secs(u64::MAX),
+        );
         let _ = b.delay(31, 1.0);
     }
 }

@@ -152,8 +152,12 @@ mod tests {
 
     #[test]
     fn acknowledge_batches_only_updates_with_a_uuid() {
-        let call = acknowledge(&[status("t1", &[1; 16]), status("t2", &[]), status("t3", &[3; 16])])
-            .unwrap();
+        let call = acknowledge(&[
+            status("t1", &[1; 16]),
+            status("t2", &[]),
+            status("t3", &[3; 16]),
+        ])
+        .unwrap();
         let Some(call::Call::Acknowledge(a)) = call.call else {
             panic!("{call:?}")
         };

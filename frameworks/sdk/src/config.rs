@@ -116,29 +116,53 @@ mod tests {
     fn refuses_unworkable_settings() {
         let ok = SchedulerConfig::new("127.0.0.1:5050", "hello");
         let cases: Vec<(SchedulerConfig, &str)> = vec![
-            (SchedulerConfig { master: "zk://z:2181/a".into(), ..ok.clone() }, "ZooKeeper"),
-            (
-                SchedulerConfig { reconnect_min: Duration::from_secs(20), ..ok.clone() },
-                "reconnect_min",
-            ),
-            (SchedulerConfig { missed_heartbeats: 0, ..ok.clone() }, "missed_heartbeats"),
             (
                 SchedulerConfig {
-                    framework: FrameworkInfo { name: " ".into(), ..ok.framework.clone() },
+                    master: "zk://z:2181/a".into(),
+                    ..ok.clone()
+                },
+                "ZooKeeper",
+            ),
+            (
+                SchedulerConfig {
+                    reconnect_min: Duration::from_secs(20),
+                    ..ok.clone()
+                },
+                "reconnect_min",
+            ),
+            (
+                SchedulerConfig {
+                    missed_heartbeats: 0,
+                    ..ok.clone()
+                },
+                "missed_heartbeats",
+            ),
+            (
+                SchedulerConfig {
+                    framework: FrameworkInfo {
+                        name: " ".into(),
+                        ..ok.framework.clone()
+                    },
                     ..ok.clone()
                 },
                 "name",
             ),
             (
                 SchedulerConfig {
-                    framework: FrameworkInfo { roles: vec!["a b".into()], ..ok.framework.clone() },
+                    framework: FrameworkInfo {
+                        roles: vec!["a b".into()],
+                        ..ok.framework.clone()
+                    },
                     ..ok.clone()
                 },
                 "role",
             ),
             (
                 SchedulerConfig {
-                    framework: FrameworkInfo { failover_timeout: -1.0, ..ok.framework.clone() },
+                    framework: FrameworkInfo {
+                        failover_timeout: -1.0,
+                        ..ok.framework.clone()
+                    },
                     ..ok.clone()
                 },
                 "failover_timeout",

@@ -44,8 +44,8 @@ pub enum SchedulerError {
     /// removes the framework at the latest `failover_timeout` after it
     /// noticed the disconnection.
     #[error(
-        "the master did not confirm the teardown within {seconds} s; the driver stopped anyway \
+        "the master did not confirm the teardown within {waited:?}; the driver stopped anyway \
          and the master will remove the framework after its failover timeout"
     )]
-    TeardownUnconfirmed { seconds: f64 },
+    TeardownUnconfirmed { waited: std::time::Duration },
 }

@@ -33,7 +33,9 @@ impl MasterDetector {
         let uri = if let Some(rest) = trimmed.strip_prefix("http://") {
             rest.trim_end_matches('/').to_string()
         } else if trimmed.starts_with("https://") {
-            return Err(invalid("TLS is not supported; use host:port or http://host:port"));
+            return Err(invalid(
+                "TLS is not supported; use host:port or http://host:port",
+            ));
         } else if trimmed.contains("://") {
             return Err(invalid("unknown scheme; use host:port or http://host:port"));
         } else {
