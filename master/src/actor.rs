@@ -1,0 +1,213 @@
+//! The actor that owns the [`MasterCore`]: it drains one channel of inputs
+//! (from gRPC streams and HTTP handlers), feeds them to the core with the
+//! current time, runs allocation cycles, and sends what the core decided.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use agora_proto::v1::{Event, MasterToAgent, RegisterAgent, Subscribe, agent_message, call};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::core::{ConnId, Counts, MasterCore, Now, RegistryOp};
+use crate::metrics::Metrics;
+
+/// The sending half of a stream to an agent or a framework.
+pub(crate) type StreamTx<T> = mpsc::UnboundedSender<Result<T, Status>>;
+
+/// Everything that reaches the actor.
+pub(crate) enum Input {
+    AgentOpened {
+        conn: ConnId,
+        register: RegisterAgent,
+        tx: StreamTx<MasterToAgent>,
+        cancel: CancellationToken,
+    },
+    AgentMessage {
+        conn: ConnId,
+        msg: agent_message::Message,
+    },
+    AgentClosed {
+        conn: ConnId,
+    },
+    FrameworkOpened {
+        conn: ConnId,
+        subscribe: Subscribe,
+        tx: StreamTx<Event>,
+        cancel: CancellationToken,
+    },
+    FrameworkCall {
+        conn: ConnId,
+        call: call::Call,
+    },
+    FrameworkClosed {
+        conn: ConnId,
+    },
+    State(oneshot::Sender<serde_json::Value>),
+    Counts(oneshot::Sender<Counts>),
+}
+
+/// How often deadlines (agent, failover and offer timeouts, heartbeats) are
+/// checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Inputs handled per batch before the actor allocates and flushes.
+const BATCH: usize = 4096;
+
+pub(crate) fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix: agora_proto::unix_seconds(SystemTime::now()),
+    }
+}
+
+struct Streams {
+    agents: HashMap<ConnId, (StreamTx<MasterToAgent>, CancellationToken)>,
+    frameworks: HashMap<ConnId, (StreamTx<Event>, CancellationToken)>,
+}
+
+impl Streams {
+    fn close(&mut self, conn: ConnId) {
+        if let Some((_, cancel)) = self.agents.remove(&conn) {
+            cancel.cancel();
+        }
+        if let Some((_, cancel)) = self.frameworks.remove(&conn) {
+            cancel.cancel();
+        }
+    }
+}
+
+/// Runs the actor until `shutdown` fires or every input sender is gone.
+pub(crate) async fn run(
+    mut core: MasterCore,
+    mut inputs: mpsc::Receiver<Input>,
+    registry: mpsc::UnboundedSender<RegistryOp>,
+    metrics: Metrics,
+    address: String,
+    shutdown: CancellationToken,
+) {
+    let mut streams = Streams {
+        agents: HashMap::new(),
+        frameworks: HashMap::new(),
+    };
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            n = inputs.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                let now = now();
+                for input in batch.drain(..) {
+                    handle(&mut core, &mut streams, input, now, &metrics, &address);
+                }
+            }
+            _ = tick.tick() => core.tick(now()),
+        }
+        let now = now();
+        if core.allocation_due(now) {
+            let started = Instant::now();
+            let offers = core.allocate(now);
+            metrics.observe_allocation(started.elapsed(), offers);
+        }
+        flush(&mut core, &mut streams, &registry);
+    }
+    // Ending every stream lets agents and frameworks notice at once.
+    for (_, (_, cancel)) in streams.agents.drain() {
+        cancel.cancel();
+    }
+    for (_, (_, cancel)) in streams.frameworks.drain() {
+        cancel.cancel();
+    }
+    tracing::info!("master actor stopped");
+}
+
+fn handle(
+    core: &mut MasterCore,
+    streams: &mut Streams,
+    input: Input,
+    now: Now,
+    metrics: &Metrics,
+    address: &str,
+) {
+    match input {
+        Input::AgentOpened {
+            conn,
+            register,
+            tx,
+            cancel,
+        } => {
+            streams.agents.insert(conn, (tx, cancel));
+            core.agent_register(conn, register, now);
+        }
+        Input::AgentMessage { conn, msg } => {
+            if let agent_message::Message::Updates(u) = &msg {
+                metrics.status_updates.inc_by(u.statuses.len() as u64);
+            }
+            core.agent_message(conn, msg, now)
+        }
+        Input::AgentClosed { conn } => {
+            streams.close(conn);
+            core.agent_closed(conn, now);
+        }
+        Input::FrameworkOpened {
+            conn,
+            subscribe,
+            tx,
+            cancel,
+        } => {
+            streams.frameworks.insert(conn, (tx, cancel));
+            core.framework_subscribe(conn, subscribe, now);
+        }
+        Input::FrameworkCall { conn, call } => {
+            metrics.calls.inc();
+            core.framework_call(conn, call, now)
+        }
+        Input::FrameworkClosed { conn } => {
+            streams.close(conn);
+            core.framework_closed(conn, now);
+        }
+        Input::State(reply) => {
+            let _ = reply.send(core.state_json(address));
+        }
+        Input::Counts(reply) => {
+            let _ = reply.send(core.counts());
+        }
+    }
+}
+
+fn flush(
+    core: &mut MasterCore,
+    streams: &mut Streams,
+    registry: &mpsc::UnboundedSender<RegistryOp>,
+) {
+    let outbox = core.take_outbox();
+    if outbox.is_empty() {
+        return;
+    }
+    for (conn, msgs) in outbox.agents {
+        if let Some((tx, _)) = streams.agents.get(&conn) {
+            for m in msgs {
+                let _ = tx.send(Ok(m));
+            }
+        }
+    }
+    for (conn, events) in outbox.frameworks {
+        if let Some((tx, _)) = streams.frameworks.get(&conn) {
+            for e in events {
+                let _ = tx.send(Ok(e));
+            }
+        }
+    }
+    for conn in outbox.close {
+        streams.close(conn);
+    }
+    for op in outbox.registry {
+        let _ = registry.send(op);
+    }
+}

@@ -1,0 +1,646 @@
+//! The master's core: all master state and every decision, with no I/O.
+//!
+//! The actor ([`crate::actor`]) feeds it what arrives (agent and framework
+//! messages, stream ends, ticks) together with the current time, and sends out
+//! what the core leaves in its [`Outbox`]. Time is a value ([`Now`]), never
+//! read here, so tests can drive hours of cluster life in microseconds.
+
+mod agents;
+mod frameworks;
+pub mod validation;
+pub mod view;
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use agora_allocator::{Allocator, AllocatorConfig};
+use agora_proto::Resources;
+use agora_proto::v1::{
+    self, AgentInfo, ContainerInfo, Event, FrameworkInfo, KillPolicy, MasterInfo, MasterToAgent,
+    TaskState, TaskStatus, event, master_to_agent,
+};
+
+/// Identifies one gRPC stream (an agent session or a framework subscription).
+pub type ConnId = u64;
+
+/// The current time, as the actor read it from its clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// Monotonic time, for deadlines.
+    pub instant: Instant,
+    /// Seconds since the Unix epoch, for timestamps users see.
+    pub unix: f64,
+}
+
+impl Now {
+    pub fn after(self, d: Duration) -> Now {
+        Now {
+            instant: self.instant + d,
+            unix: self.unix + d.as_secs_f64(),
+        }
+    }
+}
+
+/// The master's timing and bookkeeping settings.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// An agent not heard from for this long is unreachable.
+    pub agent_timeout: Duration,
+    /// How often agents are asked to send a heartbeat.
+    pub agent_heartbeat_interval: Duration,
+    /// How often frameworks get a HEARTBEAT event.
+    pub framework_heartbeat_interval: Duration,
+    /// Offers outstanding this long are rescinded (none if unset).
+    pub offer_timeout: Option<Duration>,
+    /// Time between periodic allocation cycles.
+    pub allocation_interval: Duration,
+    /// The refuse filter of a decline or accept that does not say.
+    pub default_refuse: Duration,
+    /// How long agents known from the registry have to reregister after this
+    /// master takes over before they are unreachable.
+    pub agent_reregister_timeout: Duration,
+    /// Ended tasks kept per framework for `/state`.
+    pub max_completed_tasks: usize,
+    /// Removed frameworks kept for `/state`.
+    pub max_completed_frameworks: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            agent_timeout: Duration::from_secs(15),
+            agent_heartbeat_interval: Duration::from_secs(3),
+            framework_heartbeat_interval: Duration::from_secs(15),
+            offer_timeout: None,
+            allocation_interval: Duration::from_secs(1),
+            default_refuse: Duration::from_secs(5),
+            agent_reregister_timeout: Duration::from_secs(15),
+            max_completed_tasks: 1000,
+            max_completed_frameworks: 50,
+        }
+    }
+}
+
+/// Where an agent stands with the master.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatus {
+    /// Its session stream is open.
+    Connected,
+    /// Its stream ended; it has `agent_timeout` (from when it was last heard)
+    /// to come back before it is unreachable. It gets no offers meanwhile.
+    Disconnected,
+    /// Not heard from within `agent_timeout`; its tasks were reported
+    /// unreachable. It may still come back.
+    Unreachable,
+    /// Known from the registry after a failover, not reregistered yet.
+    Recovering,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Connected => "connected",
+            AgentStatus::Disconnected => "disconnected",
+            AgentStatus::Unreachable => "unreachable",
+            AgentStatus::Recovering => "recovering",
+        }
+    }
+}
+
+/// What the master knows of an agent.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub info: AgentInfo,
+    pub total: Resources,
+    pub conn: Option<ConnId>,
+    pub status: AgentStatus,
+    pub last_seen: Instant,
+    /// Until when a `Recovering` agent may reregister.
+    pub recover_deadline: Option<Instant>,
+    pub registered_at: f64,
+    /// The agent's tasks, as (framework id, task id).
+    pub tasks: BTreeSet<(String, String)>,
+    pub offers: HashSet<String>,
+}
+
+impl Agent {
+    /// Whether the allocator holds this agent (its resources count and can be
+    /// offered once it is connected).
+    fn in_allocator(&self) -> bool {
+        matches!(
+            self.status,
+            AgentStatus::Connected | AgentStatus::Disconnected
+        )
+    }
+}
+
+/// What the master knows of a task.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    pub name: String,
+    pub role: String,
+    pub resources: Resources,
+    pub state: TaskState,
+    /// The latest status.
+    pub status: Option<TaskStatus>,
+    /// The uuid of the latest agent update, until the framework acknowledges it.
+    pub pending_ack: Option<Vec<u8>>,
+    /// Whether the task's resources went back to the allocator (it ended).
+    pub released: bool,
+    /// A kill asked for while the agent could not be told; sent when it
+    /// reregisters.
+    pub kill_pending: Option<Option<KillPolicy>>,
+    pub container: Option<ContainerInfo>,
+    pub labels: Vec<v1::Label>,
+    pub staged_at: f64,
+}
+
+impl Task {
+    pub fn to_proto(&self) -> v1::Task {
+        v1::Task {
+            task_id: self.id.clone(),
+            framework_id: self.framework_id.clone(),
+            agent_id: self.agent_id.clone(),
+            name: self.name.clone(),
+            state: self.state as i32,
+            resources: self.resources.to_proto(),
+            status: self.status.clone(),
+            container: self.container.clone(),
+            labels: self.labels.clone(),
+            role: self.role.clone(),
+        }
+    }
+}
+
+/// What the master knows of a framework.
+#[derive(Debug, Clone)]
+pub struct Framework {
+    pub info: FrameworkInfo,
+    pub roles: Vec<String>,
+    pub conn: Option<ConnId>,
+    /// When a disconnected framework is removed.
+    pub failover_deadline: Option<Instant>,
+    pub registered_at: f64,
+    pub disconnected_at: Option<f64>,
+    /// Active tasks, and ended ones whose final update is not acknowledged.
+    pub tasks: HashMap<String, Task>,
+    /// Ended and acknowledged tasks, newest last.
+    pub completed: VecDeque<Task>,
+    pub offers: HashSet<String>,
+    pub next_heartbeat: Instant,
+}
+
+/// A framework the master removed, kept for `/state`.
+#[derive(Debug, Clone)]
+pub struct RemovedFramework {
+    pub info: FrameworkInfo,
+    pub removed_at: f64,
+    pub reason: String,
+    pub tasks: Vec<Task>,
+}
+
+/// An outstanding offer.
+#[derive(Debug, Clone)]
+pub struct Offer {
+    pub id: String,
+    pub framework_id: String,
+    pub agent_id: String,
+    pub role: String,
+    pub resources: Resources,
+    pub created: Instant,
+}
+
+/// A change the registry must record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegistryOp {
+    PutFramework(FrameworkInfo),
+    RemoveFramework(String),
+    PutAgent(AgentInfo),
+    RemoveAgent(String),
+}
+
+/// What the core wants sent, per connection, in order. Consecutive messages
+/// of a batchable kind are merged into one.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub agents: HashMap<ConnId, Vec<MasterToAgent>>,
+    pub frameworks: HashMap<ConnId, Vec<Event>>,
+    /// Streams to end (after their messages are sent).
+    pub close: Vec<ConnId>,
+    pub registry: Vec<RegistryOp>,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+            && self.frameworks.is_empty()
+            && self.close.is_empty()
+            && self.registry.is_empty()
+    }
+
+    pub fn to_agent(&mut self, conn: ConnId, msg: master_to_agent::Message) {
+        use master_to_agent::Message as M;
+        let queue = self.agents.entry(conn).or_default();
+        if let Some(last) = queue.last_mut().and_then(|m| m.message.as_mut()) {
+            match (last, msg) {
+                (M::RunTasks(a), M::RunTasks(b)) => {
+                    for f in b.frameworks {
+                        if !a.frameworks.iter().any(|x| x.id == f.id) {
+                            a.frameworks.push(f);
+                        }
+                    }
+                    a.launches.extend(b.launches);
+                }
+                (M::KillTasks(a), M::KillTasks(b)) => a.kills.extend(b.kills),
+                (M::Acknowledge(a), M::Acknowledge(b)) => a.acks.extend(b.acks),
+                (_, msg) => queue.push(MasterToAgent { message: Some(msg) }),
+            }
+        } else {
+            queue.push(MasterToAgent { message: Some(msg) });
+        }
+    }
+
+    pub fn to_framework(&mut self, conn: ConnId, ev: event::Event) {
+        use event::Event as E;
+        let queue = self.frameworks.entry(conn).or_default();
+        if let Some(last) = queue.last_mut().and_then(|m| m.event.as_mut()) {
+            match (last, ev) {
+                (E::Offers(a), E::Offers(b)) => a.offers.extend(b.offers),
+                (E::Rescind(a), E::Rescind(b)) => a.offer_ids.extend(b.offer_ids),
+                (E::Updates(a), E::Updates(b)) => a.statuses.extend(b.statuses),
+                (_, ev) => queue.push(Event { event: Some(ev) }),
+            }
+        } else {
+            queue.push(Event { event: Some(ev) });
+        }
+    }
+}
+
+/// Everything the master knows, and the decisions over it.
+pub struct MasterCore {
+    pub(crate) config: CoreConfig,
+    pub(crate) info: MasterInfo,
+    pub(crate) allocator: Allocator,
+    pub(crate) agents: HashMap<String, Agent>,
+    pub(crate) agent_conns: HashMap<ConnId, String>,
+    pub(crate) frameworks: HashMap<String, Framework>,
+    pub(crate) framework_conns: HashMap<ConnId, String>,
+    /// Ids of every framework removed (so their stragglers are settled).
+    pub(crate) removed_framework_ids: HashSet<String>,
+    pub(crate) removed_frameworks: VecDeque<RemovedFramework>,
+    pub(crate) offers: HashMap<String, Offer>,
+    next_agent: u64,
+    next_framework: u64,
+    next_offer: u64,
+    /// Something freed resources or changed who wants them.
+    allocation_wanted: bool,
+    last_allocation: Option<Instant>,
+    pub(crate) started_at: f64,
+    pub(crate) outbox: Outbox,
+}
+
+impl MasterCore {
+    pub fn new(info: MasterInfo, config: CoreConfig, allocator: AllocatorConfig, now: Now) -> Self {
+        MasterCore {
+            config,
+            info,
+            allocator: Allocator::new(allocator),
+            agents: HashMap::new(),
+            agent_conns: HashMap::new(),
+            frameworks: HashMap::new(),
+            framework_conns: HashMap::new(),
+            removed_framework_ids: HashSet::new(),
+            removed_frameworks: VecDeque::new(),
+            offers: HashMap::new(),
+            next_agent: 0,
+            next_framework: 0,
+            next_offer: 0,
+            allocation_wanted: false,
+            last_allocation: None,
+            started_at: now.unix,
+            outbox: Outbox::default(),
+        }
+    }
+
+    pub fn info(&self) -> &MasterInfo {
+        &self.info
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// Takes what the core wants sent since the last call.
+    pub fn take_outbox(&mut self) -> Outbox {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Loads what the registry remembers after this master takes over:
+    /// frameworks wait for their schedulers to resubscribe, agents for their
+    /// reregistration.
+    pub fn recover(&mut self, frameworks: Vec<FrameworkInfo>, agents: Vec<AgentInfo>, now: Now) {
+        for info in frameworks {
+            if info.id.is_empty() || self.frameworks.contains_key(&info.id) {
+                continue;
+            }
+            self.add_recovered_framework(info, now);
+        }
+        for info in agents {
+            if info.id.is_empty() || self.agents.contains_key(&info.id) {
+                continue;
+            }
+            let total = Resources::from_proto(&info.resources).unwrap_or_default();
+            self.agents.insert(
+                info.id.clone(),
+                Agent {
+                    info,
+                    total,
+                    conn: None,
+                    status: AgentStatus::Recovering,
+                    last_seen: now.instant,
+                    recover_deadline: Some(now.instant + self.config.agent_reregister_timeout),
+                    registered_at: now.unix,
+                    tasks: BTreeSet::new(),
+                    offers: HashSet::new(),
+                },
+            );
+        }
+    }
+
+    fn new_agent_id(&mut self) -> String {
+        let id = format!("{}-S{}", self.info.id, self.next_agent);
+        self.next_agent += 1;
+        id
+    }
+
+    fn new_framework_id(&mut self) -> String {
+        let id = format!("{}-{:04}", self.info.id, self.next_framework);
+        self.next_framework += 1;
+        id
+    }
+
+    fn new_offer_id(&mut self) -> String {
+        let id = format!("{}-O{}", self.info.id, self.next_offer);
+        self.next_offer += 1;
+        id
+    }
+
+    /// Asks for an allocation cycle soon (after the current batch of input).
+    pub(crate) fn want_allocation(&mut self) {
+        self.allocation_wanted = true;
+    }
+
+    /// Whether an allocation cycle is due: something changed, or the
+    /// periodic interval passed.
+    pub fn allocation_due(&self, now: Now) -> bool {
+        self.allocation_wanted
+            || self
+                .last_allocation
+                .is_none_or(|t| now.instant >= t + self.config.allocation_interval)
+    }
+
+    /// Runs one allocation cycle and turns its decisions into offers.
+    /// Returns how many offers were made.
+    pub fn allocate(&mut self, now: Now) -> usize {
+        self.allocation_wanted = false;
+        self.last_allocation = Some(now.instant);
+        let allocations = self.allocator.allocate(now.instant);
+        let mut made = 0;
+        for a in allocations {
+            let conn = self.frameworks.get(&*a.framework_id).and_then(|f| f.conn);
+            let agent = self.agents.get(&*a.agent_id);
+            let (Some(conn), Some(agent)) = (conn, agent) else {
+                // The allocator should not offer to a framework or agent that
+                // cannot take it; give the resources back.
+                tracing::warn!(framework_id = %a.framework_id, agent_id = %a.agent_id,
+                    "allocation for a disconnected framework or unknown agent; recovering it");
+                self.allocator.recover(
+                    &a.framework_id,
+                    &a.role,
+                    &a.agent_id,
+                    &a.resources,
+                    None,
+                    now.instant,
+                );
+                continue;
+            };
+            let offer = v1::Offer {
+                id: String::new(),
+                framework_id: a.framework_id.to_string(),
+                agent_id: a.agent_id.to_string(),
+                hostname: agent.info.hostname.clone(),
+                resources: a.resources.to_proto(),
+                attributes: agent.info.attributes.clone(),
+                role: a.role.to_string(),
+                agent_http_address: agent.info.http_address.clone(),
+            };
+            let id = self.new_offer_id();
+            let offer = v1::Offer {
+                id: id.clone(),
+                ..offer
+            };
+            self.offers.insert(
+                id.clone(),
+                Offer {
+                    id: id.clone(),
+                    framework_id: a.framework_id.to_string(),
+                    agent_id: a.agent_id.to_string(),
+                    role: a.role.to_string(),
+                    resources: a.resources,
+                    created: now.instant,
+                },
+            );
+            if let Some(agent) = self.agents.get_mut(&*a.agent_id) {
+                agent.offers.insert(id.clone());
+            }
+            if let Some(fw) = self.frameworks.get_mut(&*a.framework_id) {
+                fw.offers.insert(id);
+            }
+            self.outbox.to_framework(
+                conn,
+                event::Event::Offers(v1::Offers {
+                    offers: vec![offer],
+                }),
+            );
+            made += 1;
+        }
+        made
+    }
+
+    /// Removes an offer and gives its resources back to the allocator
+    /// (filtered for the framework when `refuse` is set). Tells the framework
+    /// when `notify` is set.
+    pub(crate) fn remove_offer(
+        &mut self,
+        offer_id: &str,
+        refuse: Option<Duration>,
+        notify: bool,
+        now: Now,
+    ) -> Option<Offer> {
+        let offer = self.offers.remove(offer_id)?;
+        if let Some(agent) = self.agents.get_mut(&offer.agent_id) {
+            agent.offers.remove(offer_id);
+        }
+        let conn = match self.frameworks.get_mut(&offer.framework_id) {
+            Some(fw) => {
+                fw.offers.remove(offer_id);
+                fw.conn
+            }
+            None => None,
+        };
+        self.allocator.recover(
+            &offer.framework_id,
+            &offer.role,
+            &offer.agent_id,
+            &offer.resources,
+            refuse,
+            now.instant,
+        );
+        self.want_allocation();
+        if notify && let Some(conn) = conn {
+            self.outbox.to_framework(
+                conn,
+                event::Event::Rescind(v1::Rescind {
+                    offer_ids: vec![offer_id.to_string()],
+                }),
+            );
+        }
+        Some(offer)
+    }
+
+    /// Periodic duties: agent timeouts, framework failover timeouts, offer
+    /// timeouts, heartbeats.
+    pub fn tick(&mut self, now: Now) {
+        self.expire_agents(now);
+        self.expire_frameworks(now);
+        if let Some(timeout) = self.config.offer_timeout {
+            let old: Vec<String> = self
+                .offers
+                .values()
+                .filter(|o| now.instant >= o.created + timeout)
+                .map(|o| o.id.clone())
+                .collect();
+            for id in old {
+                tracing::debug!(offer_id = %id, "offer timed out; rescinding");
+                self.remove_offer(&id, None, true, now);
+            }
+        }
+        let interval = self.config.framework_heartbeat_interval;
+        for fw in self.frameworks.values_mut() {
+            if let Some(conn) = fw.conn
+                && now.instant >= fw.next_heartbeat
+            {
+                fw.next_heartbeat = now.instant + interval;
+                self.outbox
+                    .to_framework(conn, event::Event::Heartbeat(v1::Heartbeat {}));
+            }
+        }
+    }
+
+    /// A status the master makes up itself: no uuid, no acknowledgement.
+    pub(crate) fn master_status(
+        task: &Task,
+        state: TaskState,
+        reason: v1::StatusReason,
+        message: impl Into<String>,
+        now: Now,
+    ) -> TaskStatus {
+        TaskStatus {
+            task_id: task.id.clone(),
+            state: state as i32,
+            message: message.into(),
+            source: v1::StatusSource::SourceMaster as i32,
+            reason: reason as i32,
+            agent_id: task.agent_id.clone(),
+            framework_id: task.framework_id.clone(),
+            uuid: Vec::new(),
+            timestamp: now.unix,
+            healthy: task.status.as_ref().and_then(|s| s.healthy),
+            exit_code: None,
+        }
+    }
+
+    /// Sends statuses to a framework, if it is connected.
+    pub(crate) fn send_updates(&mut self, framework_id: &str, statuses: Vec<TaskStatus>) {
+        if statuses.is_empty() {
+            return;
+        }
+        if let Some(conn) = self.frameworks.get(framework_id).and_then(|f| f.conn) {
+            self.outbox
+                .to_framework(conn, event::Event::Updates(v1::Updates { statuses }));
+        }
+    }
+
+    /// Sends a message to an agent, if it is connected.
+    pub(crate) fn send_to_agent(&mut self, agent_id: &str, msg: master_to_agent::Message) -> bool {
+        match self.agents.get(agent_id).and_then(|a| a.conn) {
+            Some(conn) => {
+                self.outbox.to_agent(conn, msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves a task that ended and whose last update is settled out of the
+    /// framework's active tasks into its completed ones.
+    pub(crate) fn complete_task(&mut self, framework_id: &str, task_id: &str) {
+        let max = self.config.max_completed_tasks;
+        let Some(fw) = self.frameworks.get_mut(framework_id) else {
+            return;
+        };
+        let Some(task) = fw.tasks.remove(task_id) else {
+            return;
+        };
+        if let Some(agent) = self.agents.get_mut(&task.agent_id) {
+            agent
+                .tasks
+                .remove(&(framework_id.to_string(), task_id.to_string()));
+        }
+        fw.completed.push_back(task);
+        while fw.completed.len() > max {
+            fw.completed.pop_front();
+        }
+    }
+
+    /// Counts for `/metrics`.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for a in self.agents.values() {
+            *c.agents.entry(a.status.as_str()).or_default() += 1;
+        }
+        for fw in self.frameworks.values() {
+            if fw.conn.is_some() {
+                c.frameworks_connected += 1;
+            } else {
+                c.frameworks_disconnected += 1;
+            }
+            for t in fw.tasks.values() {
+                *c.tasks.entry(t.state.as_str_name()).or_default() += 1;
+            }
+            for t in &fw.completed {
+                *c.tasks.entry(t.state.as_str_name()).or_default() += 1;
+            }
+        }
+        c.frameworks_removed = self.removed_framework_ids.len();
+        c.offers = self.offers.len();
+        c
+    }
+}
+
+/// Counts for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub agents: HashMap<&'static str, usize>,
+    pub frameworks_connected: usize,
+    pub frameworks_disconnected: usize,
+    pub frameworks_removed: usize,
+    pub offers: usize,
+    pub tasks: HashMap<&'static str, usize>,
+}
+
+#[cfg(test)]
+mod tests;

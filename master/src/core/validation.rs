@@ -1,0 +1,208 @@
+//! What a framework may ask of the master: pure checks over plain data.
+
+use std::collections::HashSet;
+
+use agora_proto::Resources;
+use agora_proto::resources::validate_role;
+use agora_proto::v1::{self, FrameworkInfo, TaskInfo};
+
+/// The longest id the master accepts (task, framework and agent ids).
+pub const MAX_ID_LEN: usize = 200;
+
+/// Whether `id` is a valid id: 1..=200 characters of `[A-Za-z0-9._-]`, and not
+/// `.` or `..` (ids name directories on agents).
+pub fn validate_id(what: &str, id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err(format!("{what} id is empty"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!(
+            "{what} id is {} characters long; at most {MAX_ID_LEN} are allowed",
+            id.len()
+        ));
+    }
+    if id == "." || id == ".." {
+        return Err(format!("{what} id `{id}` is not allowed"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{what} id `{id}` contains {c:?}; use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a subscribing framework's info. Returns the roles it acts in
+/// (`["*"]` when none is given).
+pub fn validate_framework(info: &FrameworkInfo) -> Result<Vec<String>, String> {
+    if info.name.trim().is_empty() {
+        return Err("framework_info.name is empty: give the framework a name".into());
+    }
+    if !info.id.is_empty() {
+        validate_id("framework", &info.id)?;
+    }
+    if !info.failover_timeout.is_finite() || info.failover_timeout < 0.0 {
+        return Err(format!(
+            "framework_info.failover_timeout is {}; it must be a number of seconds >= 0",
+            info.failover_timeout
+        ));
+    }
+    let mut roles: Vec<String> = Vec::new();
+    for role in &info.roles {
+        validate_role(role).map_err(|e| e.to_string())?;
+        if roles.contains(role) {
+            return Err(format!(
+                "role `{role}` is listed twice in framework_info.roles"
+            ));
+        }
+        roles.push(role.clone());
+    }
+    if roles.is_empty() {
+        roles.push(agora_proto::UNRESERVED.to_string());
+    }
+    Ok(roles)
+}
+
+/// Checks one task of an accept against what is left of the accepted offers.
+/// `active` says whether the framework already has an active task with that
+/// id; `batch` holds the ids launched earlier in the same accept. Returns the
+/// task's resources.
+pub fn validate_task(
+    task: &TaskInfo,
+    agent_id: &str,
+    active: impl Fn(&str) -> bool,
+    batch: &HashSet<String>,
+    remaining: &Resources,
+) -> Result<Resources, String> {
+    validate_id("task", &task.task_id)?;
+    if active(&task.task_id) || batch.contains(&task.task_id) {
+        return Err(format!(
+            "task id `{}` is already in use by an active task of this framework",
+            task.task_id
+        ));
+    }
+    if task.name.trim().is_empty() {
+        return Err("task name is empty".into());
+    }
+    if !task.agent_id.is_empty() && task.agent_id != agent_id {
+        return Err(format!(
+            "task is for agent `{}` but the offers are on agent `{agent_id}`",
+            task.agent_id
+        ));
+    }
+    let has_command = task
+        .command
+        .as_ref()
+        .is_some_and(|c| !c.value.trim().is_empty());
+    let has_container = task.container.as_ref().is_some_and(|c| {
+        c.r#type() == v1::container_info::Type::Docker
+            && c.docker.as_ref().is_some_and(|d| !d.image.is_empty())
+    });
+    if !has_command && !has_container {
+        return Err(
+            "task has neither a command (command.value) nor a Docker container (container.docker.image)"
+                .into(),
+        );
+    }
+    if let Some(grace) = task.kill_policy.as_ref().and_then(|k| k.grace_period)
+        && (!grace.is_finite() || grace < 0.0)
+    {
+        return Err(format!(
+            "kill_policy.grace_period is {grace}; it must be a number of seconds >= 0"
+        ));
+    }
+    let resources = Resources::from_proto(&task.resources).map_err(|e| e.to_string())?;
+    if resources.cpus().is_zero() && resources.mem().is_zero() {
+        return Err("task asks for no cpus and no mem; give it at least one of them".into());
+    }
+    if !remaining.contains(&resources) {
+        return Err(format!(
+            "task asks for {resources} but the accepted offers have only {remaining} left"
+        ));
+    }
+    Ok(resources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, res: &str) -> TaskInfo {
+        TaskInfo {
+            name: "t".into(),
+            task_id: id.into(),
+            resources: Resources::parse(res).unwrap().to_proto(),
+            command: Some(v1::CommandInfo {
+                value: "true".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ids() {
+        assert!(validate_id("task", "web.1_a-b").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", "é"] {
+            assert!(validate_id("task", bad).is_err(), "{bad}");
+        }
+        assert!(validate_id("task", &"a".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn task_checks() {
+        let offer = Resources::parse("cpus:1;mem:128;ports:[31000-31010]").unwrap();
+        let none = |_: &str| false;
+        let batch = HashSet::new();
+        assert!(validate_task(&task("a", "cpus:0.5;mem:64"), "S1", none, &batch, &offer).is_ok());
+        let err =
+            validate_task(&task("a", "cpus:2;mem:64"), "S1", none, &batch, &offer).unwrap_err();
+        assert!(err.contains("only"), "{err}");
+        let err = validate_task(
+            &task("a", "cpus:0.5;ports:[40000-40000]"),
+            "S1",
+            none,
+            &batch,
+            &offer,
+        )
+        .unwrap_err();
+        assert!(err.contains("only"), "{err}");
+        let err =
+            validate_task(&task("a", "cpus:0.5"), "S1", |_| true, &batch, &offer).unwrap_err();
+        assert!(err.contains("already in use"), "{err}");
+        let batch: HashSet<String> = ["a".to_string()].into();
+        assert!(validate_task(&task("a", "cpus:0.5"), "S1", none, &batch, &offer).is_err());
+        let mut t = task("b", "cpus:0.5");
+        t.command = None;
+        let err = validate_task(&t, "S1", none, &HashSet::new(), &offer).unwrap_err();
+        assert!(err.contains("neither a command"), "{err}");
+        let mut t = task("b", "cpus:0.5");
+        t.agent_id = "S2".into();
+        assert!(validate_task(&t, "S1", none, &HashSet::new(), &offer).is_err());
+        let err =
+            validate_task(&task("b", "disk:1"), "S1", none, &HashSet::new(), &offer).unwrap_err();
+        assert!(err.contains("no cpus and no mem"), "{err}");
+    }
+
+    #[test]
+    fn framework_checks() {
+        let mut info = FrameworkInfo {
+            name: "f".into(),
+            ..Default::default()
+        };
+        assert_eq!(validate_framework(&info).unwrap(), vec!["*"]);
+        info.roles = vec!["web".into(), "web".into()];
+        assert!(validate_framework(&info).is_err());
+        info.roles = vec!["bad role".into()];
+        assert!(validate_framework(&info).is_err());
+        info.roles = vec![];
+        info.failover_timeout = -1.0;
+        assert!(validate_framework(&info).is_err());
+        info.failover_timeout = 0.0;
+        info.name = " ".into();
+        assert!(validate_framework(&info).is_err());
+    }
+}
