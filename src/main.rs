@@ -1,1 +1,280 @@
-fn main() {}
+//! The `agora` binary: parses the command line and dispatches to the
+//! libraries. Bad flags or configuration exit with status 64 (EX_USAGE)
+//! before any port is bound.
+
+mod cli;
+mod tables;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use cli::{AgentArgs, Cli, Command, DevArgs, ExecuteArgs, MasterArgs};
+
+/// EX_USAGE: the command was used incorrectly.
+const EX_USAGE: u8 = 64;
+
+/// A mistake in how agora was called: reported with exit status 64.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => EX_USAGE,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    if let Command::TaskSupervisor { args } = cli.command {
+        // A plain process: no runtime, no logging setup.
+        let code = agora_agent::supervisor::main(args);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    t.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Master(args) => {
+            let config = master_config(&args)?;
+            let shutdown = shutdown_on_signals();
+            agora_master::run(config, shutdown).await?;
+        }
+        Command::Agent(args) => {
+            let config = agent_config(&args)?;
+            let shutdown = shutdown_on_signals();
+            agora_agent::run(config, shutdown).await?;
+        }
+        Command::Dev(args) => dev(args).await?,
+        Command::Execute(args) => return execute(args).await,
+        Command::Agents(args) => {
+            let state = tables::fetch_state(&args.master).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&state["agents"])?);
+            } else {
+                println!("{}", tables::agents(&state));
+            }
+        }
+        Command::Frameworks(args) => {
+            let state = tables::fetch_state(&args.master).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&state["frameworks"])?);
+            } else {
+                println!("{}", tables::frameworks(&state));
+            }
+        }
+        Command::Tasks(args) => {
+            let state = tables::fetch_state(&args.list.master).await?;
+            let tasks = tables::task_list(&state, args.all);
+            if args.list.json {
+                println!("{}", serde_json::to_string_pretty(&tasks)?);
+            } else {
+                println!("{}", tables::tasks(&tasks));
+            }
+        }
+        Command::TaskSupervisor { .. } => unreachable!("handled before the runtime starts"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn master_config(args: &MasterArgs) -> anyhow::Result<agora_master::MasterConfig> {
+    let weights = if args.weights.trim().is_empty() {
+        Default::default()
+    } else {
+        agora_allocator::parse_weights(&args.weights)
+            .map_err(|e| usage(format!("--weights: {e}")))?
+    };
+    let mut config = agora_master::MasterConfig {
+        listen: args.listen,
+        hostname: args.hostname.clone(),
+        weights,
+        registry: match &args.registry_dir {
+            Some(dir) => agora_master::RegistryBackend::File(dir.join("registry.redb")),
+            None => agora_master::RegistryBackend::Memory,
+        },
+        ..Default::default()
+    };
+    config.core.agent_timeout = args.agent_timeout;
+    // Agents heartbeat five times per timeout, at most every 5 s.
+    config.core.agent_heartbeat_interval = (args.agent_timeout / 5).min(Duration::from_secs(5));
+    config.core.agent_reregister_timeout = args.agent_timeout;
+    config.core.allocation_interval = args.allocation_interval;
+    config.core.offer_timeout = args.offer_timeout;
+    config.validate().map_err(usage)?;
+    Ok(config)
+}
+
+fn parse_attributes(text: &str) -> anyhow::Result<Vec<agora_proto::v1::Attribute>> {
+    agora_proto::parse_attributes(text).map_err(|e| usage(format!("--attributes: {e}")))
+}
+
+fn parse_resources(text: &Option<String>) -> anyhow::Result<Option<agora_proto::Resources>> {
+    text.as_deref()
+        .map(|r| agora_proto::Resources::parse(r).map_err(|e| usage(format!("--resources: {e}"))))
+        .transpose()
+}
+
+fn agent_config(args: &AgentArgs) -> anyhow::Result<agora_agent::AgentConfig> {
+    let mut config = agora_agent::AgentConfig::new(&args.master, &args.work_dir);
+    config.listen = args.listen;
+    config.resources = parse_resources(&args.resources)?;
+    config.attributes = parse_attributes(&args.attributes)?;
+    if let Some(h) = &args.hostname {
+        config.hostname = h.clone();
+    }
+    config.default_kill_grace = args.kill_grace;
+    config.validate().map_err(usage)?;
+    Ok(config)
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    let mut master = agora_master::MasterConfig {
+        listen: args.listen,
+        registry: agora_master::RegistryBackend::File(
+            args.data_dir.join("master").join("registry.redb"),
+        ),
+        ..Default::default()
+    };
+    master.core.agent_heartbeat_interval = Duration::from_secs(3);
+    master.validate().map_err(usage)?;
+    let mut agent =
+        agora_agent::AgentConfig::new(args.listen.to_string(), args.data_dir.join("agent"));
+    agent.listen = args.agent_listen;
+    agent.resources = parse_resources(&args.resources)?;
+    agent.attributes = parse_attributes(&args.attributes)?;
+    agent.validate().map_err(usage)?;
+
+    let shutdown = shutdown_on_signals();
+    let master = agora_master::start(master, shutdown.clone())
+        .await
+        .context("starting the master")?;
+    let addr = master.addr();
+    agent.master = addr.to_string();
+    let agent = agora_agent::start(agent, shutdown.clone())
+        .await
+        .context("starting the agent")?;
+    println!(
+        "Agora dev cluster is up (data in {}).",
+        args.data_dir.display()
+    );
+    println!("  master (gRPC + HTTP): http://{addr}   state: http://{addr}/state");
+    println!("  agent:                http://{}", agent.http_addr());
+    println!("  containerizer:        process");
+    println!("Try:");
+    println!("  agora execute --master {addr} --name hello --command 'echo hello from agora'");
+    println!("  agora tasks --master {addr} --all");
+    println!(
+        "Press Ctrl-C to stop (running tasks keep running and are recovered on the next start)."
+    );
+    let agent_result = agent.wait().await;
+    master.wait().await;
+    agent_result.context("the agent")?;
+    Ok(())
+}
+
+async fn execute(args: ExecuteArgs) -> anyhow::Result<ExitCode> {
+    let resources = agora_proto::Resources::parse(&args.resources)
+        .map_err(|e| usage(format!("--resources: {e}")))?;
+    let mut env = Vec::new();
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--env {kv}: write it as KEY=VALUE")))?;
+        env.push((k.to_string(), v.to_string()));
+    }
+    let config = agora_execute::ExecuteConfig {
+        master: args.master,
+        name: args.name,
+        command: args.command,
+        resources,
+        env,
+        role: args.role,
+        docker_image: args.docker_image,
+    };
+    config.validate().map_err(usage)?;
+    let cancel = shutdown_on_signals();
+    let mut out = std::io::stdout();
+    match agora_execute::run_with_cancel(config, &mut out, cancel).await {
+        Ok(outcome) => Ok(ExitCode::from(outcome.exit_code.clamp(0, 255) as u8)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(e.exit_code().clamp(0, 255) as u8))
+        }
+    }
+}
