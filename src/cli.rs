@@ -152,8 +152,14 @@ pub struct ExecuteArgs {
     /// Resources for the task.
     #[arg(long, env = "AGORA_RESOURCES", default_value = "cpus:0.1;mem:32")]
     pub resources: String,
-    /// Environment variables for the task, `K=V` (repeatable).
-    #[arg(long = "env", value_name = "K=V")]
+    /// Environment variables for the task, `K=V` (repeatable; in
+    /// `AGORA_ENV`, separated by commas).
+    #[arg(
+        long = "env",
+        value_name = "K=V",
+        env = "AGORA_ENV",
+        value_delimiter = ','
+    )]
     pub env: Vec<String>,
     /// The role to run in.
     #[arg(long, env = "AGORA_ROLE", default_value = "*")]
@@ -169,7 +175,7 @@ pub struct ListArgs {
     #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
     pub master: String,
     /// Print JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, env = "AGORA_JSON")]
     pub json: bool,
 }
 
@@ -178,7 +184,7 @@ pub struct TasksArgs {
     #[command(flatten)]
     pub list: ListArgs,
     /// Also list ended tasks.
-    #[arg(long)]
+    #[arg(long, env = "AGORA_ALL")]
     pub all: bool,
 }
 

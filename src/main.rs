@@ -53,7 +53,13 @@ fn main() -> ExitCode {
         let code = agora_agent::supervisor::main(args);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
-    init_logging();
+    // Servers log what they do; client commands only warnings, so their
+    // own output stays readable.
+    let server = matches!(
+        cli.command,
+        Command::Master(_) | Command::Agent(_) | Command::Dev(_)
+    );
+    init_logging(if server { "info" } else { "warn" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -74,9 +80,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -273,7 +279,10 @@ async fn execute(args: ExecuteArgs) -> anyhow::Result<ExitCode> {
     match agora_execute::run_with_cancel(config, &mut out, cancel).await {
         Ok(outcome) => Ok(ExitCode::from(outcome.exit_code.clamp(0, 255) as u8)),
         Err(e) => {
-            eprintln!("error: {e}");
+            // A cancellation was already reported on stdout.
+            if !matches!(e, agora_execute::ExecuteError::Cancelled { .. }) {
+                eprintln!("error: {e}");
+            }
             Ok(ExitCode::from(e.exit_code().clamp(0, 255) as u8))
         }
     }

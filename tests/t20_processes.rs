@@ -13,31 +13,66 @@ async fn an_agent_killed_makes_its_tasks_unreachable_and_its_offers_rescinded() 
     init_logs();
     let (_master, addr) = spawn_master(&["--agent-timeout", "2s"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = spawn_agent(&addr, dir.path(), "cpus:2;mem:512").await;
+    let mut agents = Vec::new();
+    for name in ["a", "b"] {
+        let p = spawn_agent(&addr, &dir.path().join(name), "cpus:2;mem:512").await;
+        let id = p
+            .wait_field("the master accepted the agent", "agent_id")
+            .await;
+        agents.push((p, id));
+    }
     let fw = TestFramework::start(&addr, "unreachable", &["*"], 60.0).await;
-    let offer = fw.take_offer().await;
-    fw.launch(
-        &offer,
-        vec![shell_task("t1", &linger(dir.path()), "cpus:0.5;mem:64")],
+    // One long task on each agent.
+    let mut on = std::collections::HashMap::new();
+    for task in ["t1", "t2"] {
+        let offer = fw.take_offer().await;
+        fw.launch(
+            &offer,
+            vec![shell_task(task, &linger(dir.path()), "cpus:0.5;mem:64")],
+        );
+        let running = fw.wait_state(task, TaskState::TaskRunning).await;
+        on.insert(task, running.agent_id);
+    }
+    assert_ne!(
+        on["t1"], on["t2"],
+        "the two offers came from the same agent"
     );
-    fw.wait_state("t1", TaskState::TaskRunning).await;
-    // The rest of the agent is offered again; hold that offer.
-    let held = fw.take_offer().await;
-    assert_eq!(held.agent_id, offer.agent_id);
+    // Hold the offer of what is left on the agent that will die.
+    let held = fw
+        .wait("an offer from t1's agent", |s| {
+            s.offers.iter().find(|o| o.agent_id == on["t1"]).cloned()
+        })
+        .await;
 
-    agent.kill9().await;
+    // Kill t1's agent (which process that is depends on the allocation).
+    let doomed = agents
+        .iter_mut()
+        .find(|(_, id)| *id == on["t1"])
+        .expect("t1 runs on one of the two agents");
+    doomed.0.kill9().await;
     fw.wait("the held offer rescinded", |s| {
         s.rescinded.contains(&held.id).then_some(())
     })
     .await;
     let unreachable = fw.wait_state("t1", TaskState::TaskUnreachable).await;
-    assert_eq!(unreachable.agent_id, offer.agent_id);
+    assert_eq!(unreachable.agent_id, on["t1"]);
     fw.wait("a failure event for the agent", |s| {
-        s.failures.contains(&offer.agent_id).then_some(())
+        s.failures.contains(&on["t1"]).then_some(())
     })
     .await;
-    // The task itself kept running (only the agent was killed); it ends when
-    // the test's directory goes.
+    // The other agent's task is untouched, and its resources are still offered.
+    let seen = fw.seen.lock().unwrap();
+    assert!(
+        seen.updates
+            .iter()
+            .filter(|u| u.task_id == "t2")
+            .all(|u| matches!(u.state(), TaskState::TaskStarting | TaskState::TaskRunning)),
+        "t2 changed state: {:?}",
+        seen.updates
+    );
+    assert!(seen.offers.iter().all(|o| o.agent_id != on["t1"]));
+    // (The task of the killed agent kept running; it ends with the test's
+    // directory.)
 }
 
 #[tokio::test]
