@@ -36,6 +36,9 @@ pub enum Command {
     Frameworks(ListArgs),
     /// List tasks.
     Tasks(TasksArgs),
+    /// Measure: allocation cycles, launch throughput, Docker launches, failover.
+    #[command(subcommand)]
+    Bench(agora_bench::BenchCommand),
     /// Internal: the supervisor process of one task (started by the agent).
     #[command(hide = true, name = "task-supervisor")]
     TaskSupervisor {

@@ -154,6 +154,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", tables::tasks(&tasks));
             }
         }
+        Command::Bench(bench) => agora_bench::run(bench).await?,
         Command::TaskSupervisor { .. } => unreachable!("handled before the runtime starts"),
     }
     Ok(ExitCode::SUCCESS)
