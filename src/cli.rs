@@ -47,28 +47,7 @@ pub enum Command {
     },
 }
 
-/// Reads a duration: `15s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], s[i..].trim()),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration; write e.g. 15s, 500ms, 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "sec" | "secs" => n,
-        "m" | "min" | "mins" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use ms, s, m or h")),
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("`{s}` is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+use agora_proto::parse_duration;
 
 #[derive(Debug, Args)]
 pub struct MasterArgs {
@@ -92,13 +71,22 @@ pub struct MasterArgs {
     pub weights: String,
     /// Keep the registry (frameworks and agents) in this directory so a
     /// restarted master remembers them (default: in memory).
-    #[arg(long, env = "AGORA_REGISTRY_DIR")]
+    #[arg(long, env = "AGORA_REGISTRY_DIR", conflicts_with = "zk")]
     pub registry_dir: Option<PathBuf>,
+    /// Run as one of several masters that elect a leader through ZooKeeper,
+    /// e.g. `zk://h1:2181,h2:2181/agora` (the registry then lives there too).
+    #[arg(long, env = "AGORA_ZK")]
+    pub zk: Option<String>,
+    /// ZooKeeper session timeout: a leader cut off from ZooKeeper this long
+    /// is replaced (it steps down after a third of it).
+    #[arg(long, env = "AGORA_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub zk_session_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The master's address (host:port).
+    /// The master: host:port, or zk://host:port,.../path to follow the
+    /// leading master through ZooKeeper.
     #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
     pub master: String,
     /// Address of the agent's HTTP server (state, task logs).
@@ -120,6 +108,38 @@ pub struct AgentArgs {
     /// Time between SIGTERM and SIGKILL when a task is killed and does not say.
     #[arg(long, env = "AGORA_KILL_GRACE", default_value = "3s", value_parser = parse_duration)]
     pub kill_grace: Duration,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+}
+
+/// What runs tasks, and how Docker tasks run (agent and dev).
+#[derive(Debug, Args)]
+pub struct DockerArgs {
+    /// Containerizers, in the order each task is offered to them:
+    /// `docker,process`, `process` or `docker` (default: `docker,process`
+    /// when a Docker daemon answers, else `process`).
+    #[arg(long, env = "AGORA_CONTAINERIZERS")]
+    pub containerizers: Option<String>,
+    /// The Docker daemon: a socket path, unix:///path or tcp://host:port
+    /// (default: $DOCKER_HOST, else /var/run/docker.sock).
+    #[arg(long, env = "AGORA_DOCKER_SOCKET")]
+    pub docker_socket: Option<String>,
+    /// Host directories Docker tasks may mount as volumes, comma-separated
+    /// (default: none; paths relative to the sandbox are always allowed).
+    #[arg(
+        long,
+        env = "AGORA_DOCKER_VOLUME_ROOTS",
+        value_delimiter = ',',
+        value_name = "DIR,..."
+    )]
+    pub docker_volume_roots: Vec<PathBuf>,
+    /// Let Docker tasks run privileged containers.
+    #[arg(long, env = "AGORA_DOCKER_ALLOW_PRIVILEGED")]
+    pub docker_allow_privileged: bool,
+    /// How long an ended task's container (and `docker logs` of it) is kept
+    /// after its final status was acknowledged.
+    #[arg(long, env = "AGORA_DOCKER_REMOVE_DELAY", default_value = "1h", value_parser = parse_duration)]
+    pub docker_remove_delay: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -139,11 +159,14 @@ pub struct DevArgs {
     /// The agent's attributes.
     #[arg(long, env = "AGORA_ATTRIBUTES", default_value = "")]
     pub attributes: String,
+    #[command(flatten)]
+    pub docker: DockerArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ExecuteArgs {
-    /// The master's address (host:port).
+    /// The master: host:port, or zk://host:port,.../path to follow the
+    /// leading master through ZooKeeper.
     #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
     pub master: String,
     /// The task's name.
@@ -174,7 +197,8 @@ pub struct ExecuteArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The master's address (host:port or http://host:port).
+    /// The master: host:port, http://host:port, or zk://host:port,.../path
+    /// to ask the leading master.
     #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
     pub master: String,
     /// Print JSON instead of a table.
@@ -194,17 +218,6 @@ pub struct TasksArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("abc").is_err());
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 
     #[test]
     fn cli_is_well_formed() {

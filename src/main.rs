@@ -13,7 +13,13 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cli::{AgentArgs, Cli, Command, DevArgs, ExecuteArgs, MasterArgs};
+use cli::{AgentArgs, Cli, Command, DevArgs, DockerArgs, ExecuteArgs, MasterArgs};
+
+/// mimalloc: the master allocates and frees many small objects per offer,
+/// launch and status update; glibc's malloc takes several times longer and
+/// fragments more (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// EX_USAGE: the command was used incorrectly.
 const EX_USAGE: u8 = 64;
@@ -71,7 +77,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<UsageError>().is_some() {
+            if e.downcast_ref::<UsageError>().is_some()
+                || matches!(
+                    e.downcast_ref::<agora_bench::BenchError>(),
+                    Some(agora_bench::BenchError::Config(_))
+                )
+            {
                 ExitCode::from(EX_USAGE)
             } else {
                 ExitCode::FAILURE
@@ -130,7 +141,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dev(args) => dev(args).await?,
         Command::Execute(args) => return execute(args).await,
         Command::Agents(args) => {
-            let state = tables::fetch_state(&args.master).await?;
+            let state = tables::fetch_state(checked_master(&args.master)?).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&state["agents"])?);
             } else {
@@ -138,7 +149,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Frameworks(args) => {
-            let state = tables::fetch_state(&args.master).await?;
+            let state = tables::fetch_state(checked_master(&args.master)?).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&state["frameworks"])?);
             } else {
@@ -146,7 +157,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Tasks(args) => {
-            let state = tables::fetch_state(&args.list.master).await?;
+            let state = tables::fetch_state(checked_master(&args.list.master)?).await?;
             let tasks = tables::task_list(&state, args.all);
             if args.list.json {
                 println!("{}", serde_json::to_string_pretty(&tasks)?);
@@ -158,6 +169,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::TaskSupervisor { .. } => unreachable!("handled before the runtime starts"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A `--master` of the list commands: a `zk://` address must be valid.
+fn checked_master(master: &str) -> anyhow::Result<&str> {
+    if agora_coord::ZkUrl::is_zk(master) {
+        agora_coord::ZkUrl::parse(master).map_err(|e| usage(format!("--master: {e}")))?;
+    }
+    Ok(master)
 }
 
 fn master_config(args: &MasterArgs) -> anyhow::Result<agora_master::MasterConfig> {
@@ -174,6 +193,13 @@ fn master_config(args: &MasterArgs) -> anyhow::Result<agora_master::MasterConfig
         registry: match &args.registry_dir {
             Some(dir) => agora_master::RegistryBackend::File(dir.join("registry.redb")),
             None => agora_master::RegistryBackend::Memory,
+        },
+        zk: match &args.zk {
+            Some(url) => Some(agora_master::ZkConfig {
+                url: agora_coord::ZkUrl::parse(url).map_err(|e| usage(format!("--zk: {e}")))?,
+                session_timeout: args.zk_session_timeout,
+            }),
+            None => None,
         },
         ..Default::default()
     };
@@ -206,8 +232,27 @@ fn agent_config(args: &AgentArgs) -> anyhow::Result<agora_agent::AgentConfig> {
         config.hostname = h.clone();
     }
     config.default_kill_grace = args.kill_grace;
+    apply_docker_args(&mut config, &args.docker)?;
     config.validate().map_err(usage)?;
     Ok(config)
+}
+
+/// The containerizer and Docker flags, shared by `agent` and `dev`.
+fn apply_docker_args(
+    config: &mut agora_agent::AgentConfig,
+    args: &DockerArgs,
+) -> anyhow::Result<()> {
+    if let Some(c) = &args.containerizers {
+        config.containerizers = Some(
+            agora_agent::parse_containerizers(c)
+                .map_err(|e| usage(format!("--containerizers: {e}")))?,
+        );
+    }
+    config.docker_host = args.docker_socket.clone().filter(|s| !s.trim().is_empty());
+    config.docker_volume_roots = args.docker_volume_roots.clone();
+    config.docker_allow_privileged = args.docker_allow_privileged;
+    config.docker_remove_delay = args.docker_remove_delay;
+    Ok(())
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
@@ -225,6 +270,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     agent.listen = args.agent_listen;
     agent.resources = parse_resources(&args.resources)?;
     agent.attributes = parse_attributes(&args.attributes)?;
+    apply_docker_args(&mut agent, &args.docker)?;
     agent.validate().map_err(usage)?;
 
     let shutdown = shutdown_on_signals();
@@ -242,7 +288,16 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  master (gRPC + HTTP): http://{addr}   state: http://{addr}/state");
     println!("  agent:                http://{}", agent.http_addr());
-    println!("  containerizer:        process");
+    match agent.docker_host() {
+        Some(docker) => println!(
+            "  containerizers:       {} (Docker at {docker})",
+            agent.containerizers().join(",")
+        ),
+        None => println!(
+            "  containerizers:       {} (no Docker daemon: plain commands only)",
+            agent.containerizers().join(",")
+        ),
+    }
     println!("Try:");
     println!("  agora execute --master {addr} --name hello --command 'echo hello from agora'");
     println!("  agora tasks --master {addr} --all");

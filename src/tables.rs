@@ -15,9 +15,38 @@ pub fn master_url(master: &str) -> String {
     }
 }
 
-/// Reads the master's `/state`.
+/// Reads the leading master's `/state`. `master` is `host:port`, a URL, or
+/// `zk://.../path` (the leader is looked up in ZooKeeper). A master that
+/// does not lead says who does, and the leader is asked instead.
 pub async fn fetch_state(master: &str) -> anyhow::Result<Value> {
-    let url = format!("{}/state", master_url(master));
+    let base = if agora_coord::ZkUrl::is_zk(master) {
+        let url = agora_coord::ZkUrl::parse(master)?;
+        let leader = agora_coord::zk::find_leader(&url, std::time::Duration::from_secs(10))
+            .await
+            .with_context(|| format!("cannot find the leading master in ZooKeeper ({url})"))?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no master leads at the moment (ZooKeeper at {url} names none); retry shortly"
+                )
+            })?;
+        format!("http://{}", agora_coord::address_of(&leader))
+    } else {
+        master_url(master)
+    };
+    let state = get_state(&base).await?;
+    if state["elected"] == Value::Bool(false) {
+        let Some(leader) = state["leader"]["address"].as_str() else {
+            bail!(
+                "the master at {base} does not lead, and no master leads at the moment; retry shortly"
+            );
+        };
+        return get_state(&master_url(leader)).await;
+    }
+    Ok(state)
+}
+
+async fn get_state(base: &str) -> anyhow::Result<Value> {
+    let url = format!("{base}/state");
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()?;

@@ -17,7 +17,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:5051";
 /// Everything an agent needs to run.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// The master: `host:port` or `http://host:port`.
+    /// The master: `host:port` or `http://host:port`, or
+    /// `zk://host:port,.../path` to find and follow the leading master
+    /// through ZooKeeper.
     pub master: String,
     /// Where the HTTP server (`/health`, `/state`, task logs) listens; port 0
     /// picks a free port.
@@ -49,6 +51,73 @@ pub struct AgentConfig {
     /// How long a finished task's sandbox (its files and logs) is kept after
     /// its final update was acknowledged.
     pub sandbox_gc_delay: Duration,
+    /// What runs tasks, in the order each is asked whether it can run a
+    /// task. `None`: `docker,process` when a Docker daemon answers at start,
+    /// else `process` alone.
+    pub containerizers: Option<Vec<ContainerizerKind>>,
+    /// The Docker daemon: `unix:///var/run/docker.sock`, a socket path, or
+    /// `tcp://host:port`. `None`: `DOCKER_HOST`, else the local socket.
+    pub docker_host: Option<String>,
+    /// Host directories Docker tasks may mount as volumes (anything else is
+    /// refused; paths relative to the sandbox are always allowed).
+    pub docker_volume_roots: Vec<PathBuf>,
+    /// Whether Docker tasks may run privileged containers.
+    pub docker_allow_privileged: bool,
+    /// How long an ended Docker container (and so `docker logs` of it) is
+    /// kept after its task's final status was acknowledged. Its stdout and
+    /// stderr stay in the sandbox for `sandbox_gc_delay` either way.
+    pub docker_remove_delay: Duration,
+}
+
+/// A kind of containerizer (`--containerizers docker,process`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerizerKind {
+    /// Tasks with a Docker container, through the Docker daemon.
+    Docker,
+    /// Plain commands, each under a detached supervisor.
+    Process,
+}
+
+impl ContainerizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ContainerizerKind::Docker => "docker",
+            ContainerizerKind::Process => "process",
+        }
+    }
+}
+
+/// Reads `docker,process` (in the order the containerizers are asked).
+pub fn parse_containerizers(text: &str) -> Result<Vec<ContainerizerKind>, AgentError> {
+    let mut out = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let kind = match name {
+            "docker" => ContainerizerKind::Docker,
+            "process" => ContainerizerKind::Process,
+            other => {
+                return Err(AgentError::config(
+                    "containerizers",
+                    format!(
+                        "`{other}` is not a containerizer: use docker, process or both (docker,process)"
+                    ),
+                ));
+            }
+        };
+        if out.contains(&kind) {
+            return Err(AgentError::config(
+                "containerizers",
+                format!("`{name}` is given twice"),
+            ));
+        }
+        out.push(kind);
+    }
+    if out.is_empty() {
+        return Err(AgentError::config(
+            "containerizers",
+            "is empty: give docker, process or both (docker,process)",
+        ));
+    }
+    Ok(out)
 }
 
 impl AgentConfig {
@@ -75,6 +144,11 @@ impl AgentConfig {
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(30),
             sandbox_gc_delay: Duration::from_secs(3600),
+            containerizers: None,
+            docker_host: None,
+            docker_volume_roots: Vec::new(),
+            docker_allow_privileged: false,
+            docker_remove_delay: Duration::from_secs(3600),
         }
     }
 
@@ -132,11 +206,47 @@ impl AgentConfig {
                 ));
             }
         }
+        self.validate_docker()
+    }
+
+    fn validate_docker(&self) -> Result<(), AgentError> {
+        if let Some(kinds) = &self.containerizers {
+            let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+            parse_containerizers(&names.join(","))?;
+        }
+        if let Some(host) = &self.docker_host {
+            let h = host.trim();
+            let ok = h.starts_with('/')
+                || ["unix://", "tcp://", "http://"]
+                    .iter()
+                    .any(|scheme| h.len() > scheme.len() && h.starts_with(scheme));
+            if !ok {
+                return Err(AgentError::config(
+                    "docker_host",
+                    format!(
+                        "`{host}` is not a Docker daemon address: give a socket path \
+                         (/var/run/docker.sock), unix:///path or tcp://host:port"
+                    ),
+                ));
+            }
+        }
+        for root in &self.docker_volume_roots {
+            if !root.is_absolute() || root.parent().is_none() {
+                return Err(AgentError::config(
+                    "docker_volume_roots",
+                    format!(
+                        "`{}` must be an absolute directory other than /, e.g. /srv/data",
+                        root.display()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
 
-/// The master's address as a URL tonic can dial (`http://host:port`).
+/// The master's address as a URL tonic can dial (`http://host:port`), or a
+/// checked `zk://host:port,.../path` to find the leader through ZooKeeper.
 pub fn master_url(master: &str) -> Result<String, AgentError> {
     let m = master.trim();
     let bad = |why: &str| AgentError::config("master", format!("`{master}` {why}"));
@@ -145,10 +255,11 @@ pub fn master_url(master: &str) -> Result<String, AgentError> {
             "is empty: give the master as host:port, e.g. 127.0.0.1:5050",
         ));
     }
-    if m.starts_with("zk://") {
-        return Err(bad(
-            "is a ZooKeeper address, which the agent does not follow yet: give the leading master as host:port",
-        ));
+    if agora_coord::ZkUrl::is_zk(m) {
+        // The leader is found (and followed) through ZooKeeper.
+        return agora_coord::ZkUrl::parse(m)
+            .map(|u| u.to_string())
+            .map_err(|e| AgentError::config("master", e.to_string()));
     }
     if m.starts_with("https://") {
         return Err(bad(
@@ -256,13 +367,18 @@ mod tests {
         );
         assert_eq!(master_url(" http://m1:5050/ ").unwrap(), "http://m1:5050");
         assert_eq!(master_url("[::1]:5050").unwrap(), "http://[::1]:5050");
+        assert_eq!(
+            master_url(" zk://z1:2181,z2/agora ").unwrap(),
+            "zk://z1:2181,z2:2181/agora"
+        );
         for (bad, needle) in [
             ("", "empty"),
             ("m1", "no port"),
             ("m1:x", "valid port"),
             ("m1:0", "valid port"),
             (":5050", "valid host"),
-            ("zk://z1:2181/agora", "ZooKeeper"),
+            ("zk://z1:2181", "ZooKeeper address"),
+            ("zk://z1:99999/agora", "port"),
             ("https://m1:5050", "https"),
         ] {
             let e = master_url(bad).unwrap_err().to_string();
@@ -297,6 +413,46 @@ mod tests {
         let mut c = ok;
         c.master = "nowhere".into();
         assert!(c.validate().unwrap_err().to_string().contains("host:port"));
+    }
+
+    #[test]
+    fn containerizers_and_docker_settings() {
+        use ContainerizerKind::*;
+        assert_eq!(
+            parse_containerizers("docker,process").unwrap(),
+            [Docker, Process]
+        );
+        assert_eq!(parse_containerizers(" process ").unwrap(), [Process]);
+        for (bad, needle) in [
+            ("", "empty"),
+            ("docker,mesos", "`mesos` is not a containerizer"),
+            ("process,process", "twice"),
+        ] {
+            let e = parse_containerizers(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+        let ok = AgentConfig::new("127.0.0.1:5050", "/tmp/w");
+        assert_eq!(ok.containerizers, None, "auto-detected by default");
+        let mut c = ok.clone();
+        c.docker_host = Some("/var/run/docker.sock".into());
+        c.validate().unwrap();
+        c.docker_host = Some("tcp://10.0.0.1:2375".into());
+        c.validate().unwrap();
+        c.docker_host = Some("docker.example".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("docker_host")
+        );
+        let mut c = ok.clone();
+        c.docker_volume_roots = vec![PathBuf::from("data")];
+        assert!(c.validate().unwrap_err().to_string().contains("absolute"));
+        c.docker_volume_roots = vec![PathBuf::from("/")];
+        assert!(c.validate().is_err());
+        let mut c = ok;
+        c.containerizers = Some(vec![Docker, Docker]);
+        assert!(c.validate().unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

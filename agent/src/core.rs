@@ -292,12 +292,13 @@ impl Core {
             }
             match (container_id, sandbox, recorded_by) {
                 (Some(container_id), Some(sandbox), Some(by))
-                    if by == core.containerizer.name() =>
+                    if core.containerizer.recovers(&by) =>
                 {
                     known.push((
                         key,
                         KnownContainer {
                             container_id,
+                            containerizer: by,
                             sandbox,
                             checkpoint: checkpoint_data,
                         },
@@ -737,7 +738,7 @@ impl Core {
             .sandbox_dir(&key.0, &key.1, container_id.as_str());
         let record = ContainerRecord {
             container_id: container_id.to_string(),
-            containerizer: self.containerizer.name().to_string(),
+            containerizer: self.containerizer.name_for(&info).to_string(),
             launched: None,
             kill: None,
         };
@@ -771,8 +772,9 @@ impl Core {
                 &key,
                 Termination::LaunchFailed {
                     message: format!(
-                        "this agent has no containerizer for this task (it runs plain commands \
-                         with the `{}` containerizer; Docker tasks need a Docker-enabled agent)",
+                        "this agent has no containerizer for this task (its containerizer is \
+                         `{}`; plain commands need `process`, Docker tasks `docker`: see the \
+                         agent's --containerizers)",
                         self.containerizer.name()
                     ),
                 },
@@ -853,11 +855,14 @@ impl Core {
             }
             Err(e) => {
                 warn!("the task could not be launched: {e}");
-                let message = match e {
-                    AgentError::Launch(m) => m,
-                    other => other.to_string(),
+                let termination = match e {
+                    AgentError::Launch(message) => Termination::LaunchFailed { message },
+                    AgentError::Refused(message) => Termination::Refused { message },
+                    other => Termination::LaunchFailed {
+                        message: other.to_string(),
+                    },
                 };
-                self.end_task(key, Termination::LaunchFailed { message });
+                self.end_task(key, termination);
             }
         }
     }
@@ -1014,6 +1019,10 @@ impl Core {
         self.completed.push_back(task_view(key, &e));
         while self.completed.len() > COMPLETED_TASKS_KEPT {
             self.completed.pop_front();
+        }
+        if let Some(cid) = e.container_id() {
+            let c = self.containerizer.clone();
+            self.tracker.spawn(async move { c.released(&cid).await });
         }
         if let Some(sandbox) = e.sandbox.clone() {
             self.garbage.push(Garbage {

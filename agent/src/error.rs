@@ -64,6 +64,26 @@ pub enum AgentError {
     #[error("cannot launch the task: {0}")]
     Launch(String),
 
+    /// The containerizer refuses the task as it is written (reported
+    /// `TASK_ERROR`): a volume outside the allowed roots, privileged mode
+    /// where it is not allowed, a port mapping outside the task's ports, ...
+    #[error("the task is refused: {0}")]
+    Refused(String),
+
+    /// The Docker daemon does not answer (at agent start).
+    #[error(
+        "cannot reach the Docker daemon at {host}: {reason}; start Docker, point --docker-socket \
+         (or DOCKER_HOST) at it, or run without Docker with --containerizers process"
+    )]
+    DockerUnavailable { host: String, reason: String },
+
+    /// A Docker Engine API call failed.
+    #[error("Docker: {action}: {source}")]
+    Docker {
+        action: String,
+        source: bollard::errors::Error,
+    },
+
     /// The containerizer does not know this container.
     #[error("unknown container {0}")]
     UnknownContainer(String),

@@ -10,8 +10,9 @@
 //!   streams) and checkpoints every change; recovery after a restart.
 //! * `session`: the gRPC session with the master (register, heartbeats,
 //!   reconnect with backoff).
-//! * [`containerizer`]: the [`Containerizer`] trait and the process backend,
-//!   whose tasks run under a detached [`supervisor`].
+//! * [`containerizer`]: the [`Containerizer`] trait; the process backend,
+//!   whose tasks run under a detached [`supervisor`]; the Docker backend
+//!   (bollard); the composing one that picks per task.
 //! * `status_update`: one task's ordered, acknowledged update stream.
 //! * `checkpoint`, `paths`: the work directory (see `docs/agent.md`).
 //! * `http`: `/health`, `/state`, `/tasks/{id}/logs`.
@@ -49,8 +50,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info};
 
-pub use crate::config::{AgentConfig, DEFAULT_LISTEN, detect_resources};
-pub use crate::containerizer::{Containerizer, ProcessContainerizer};
+pub use crate::config::{
+    AgentConfig, ContainerizerKind, DEFAULT_LISTEN, detect_resources, parse_containerizers,
+};
+pub use crate::containerizer::{
+    ComposingContainerizer, Containerizer, DockerContainerizer, ProcessContainerizer,
+};
 pub use crate::error::AgentError;
 pub use crate::paths::validate_id;
 
@@ -71,6 +76,10 @@ pub struct RunningAgent {
     /// Held until the agent has stopped, so that no second agent uses the
     /// same work directory meanwhile.
     lock: Flock<File>,
+    /// The containerizers in use, in order (`docker,process`), and where
+    /// the Docker daemon is when Docker is one of them.
+    containerizers: Vec<&'static str>,
+    docker_host: Option<String>,
 }
 
 impl RunningAgent {
@@ -88,6 +97,17 @@ impl RunningAgent {
     /// Follows the agent id as it changes.
     pub fn agent_id_watch(&self) -> watch::Receiver<Option<String>> {
         self.agent_id.clone()
+    }
+
+    /// The containerizers tasks run with, in the order they are asked
+    /// (`["docker", "process"]`).
+    pub fn containerizers(&self) -> &[&'static str] {
+        &self.containerizers
+    }
+
+    /// The Docker daemon's address, when Docker runs tasks here.
+    pub fn docker_host(&self) -> Option<&str> {
+        self.docker_host.as_deref()
     }
 
     /// Waits until the agent has stopped (after its shutdown token was
@@ -161,10 +181,8 @@ pub async fn start(
         resources = %settings.resources,
         "starting the agent"
     );
-    let containerizer: Arc<dyn Containerizer> = Arc::new(ProcessContainerizer::new(
-        layout.containers_dir(),
-        config.supervisor_command.clone(),
-    ));
+    let (containerizer, containerizers, docker_host) =
+        containerizers(&config, &layout, shutdown.clone()).await?;
     let span = tracing::info_span!(
         "agent",
         agent_id = tracing::field::Empty,
@@ -218,7 +236,79 @@ pub async fn start(
             ("HTTP server", http_task),
         ],
         lock,
+        containerizers,
+        docker_host,
     })
+}
+
+/// The containerizers the configuration asks for; without a choice,
+/// `docker,process` when a Docker daemon answers, else `process`.
+async fn containerizers(
+    config: &AgentConfig,
+    layout: &Layout,
+    shutdown: CancellationToken,
+) -> Result<(Arc<dyn Containerizer>, Vec<&'static str>, Option<String>), AgentError> {
+    let host = config
+        .docker_host
+        .clone()
+        .unwrap_or_else(containerizer::default_docker_host);
+    let (kinds, docker) = match &config.containerizers {
+        Some(kinds) => {
+            let docker = if kinds.contains(&ContainerizerKind::Docker) {
+                Some(containerizer::connect_docker(&host).await?)
+            } else {
+                None
+            };
+            (kinds.clone(), docker)
+        }
+        None => match containerizer::connect_docker(&host).await {
+            Ok(docker) => (
+                vec![ContainerizerKind::Docker, ContainerizerKind::Process],
+                Some(docker),
+            ),
+            Err(e) => {
+                info!("Docker tasks are off: {e}");
+                (vec![ContainerizerKind::Process], None)
+            }
+        },
+    };
+    let mut members: Vec<Arc<dyn Containerizer>> = Vec::new();
+    for kind in &kinds {
+        match kind {
+            ContainerizerKind::Process => members.push(Arc::new(ProcessContainerizer::new(
+                layout.containers_dir(),
+                config.supervisor_command.clone(),
+            ))),
+            ContainerizerKind::Docker => {
+                let Some(docker) = docker.clone() else {
+                    continue;
+                };
+                members.push(Arc::new(DockerContainerizer::new(
+                    docker,
+                    containerizer::DockerSettings {
+                        volume_roots: config.docker_volume_roots.clone(),
+                        allow_privileged: config.docker_allow_privileged,
+                        remove_delay: config.docker_remove_delay,
+                        work_dir: layout.root().to_path_buf(),
+                    },
+                    shutdown.clone(),
+                )));
+            }
+        }
+    }
+    let names: Vec<&'static str> = kinds.iter().map(|k| k.name()).collect();
+    let docker_host = docker.is_some().then_some(host);
+    info!(
+        containerizers = %names.join(","),
+        docker = docker_host.as_deref().unwrap_or("off"),
+        "containerizers"
+    );
+    let containerizer: Arc<dyn Containerizer> = if members.len() == 1 {
+        members.remove(0)
+    } else {
+        Arc::new(ComposingContainerizer::new(members))
+    };
+    Ok((containerizer, names, docker_host))
 }
 
 /// Starts an agent and runs it until `shutdown` is cancelled.

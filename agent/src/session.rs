@@ -4,15 +4,26 @@
 //!
 //! ```text
 //!   Connecting --connected--> Registering --registered--> Registered
-//!       ^                          |                          |
+//!       ^  ^                       |                          |
+//!       |  +-- standby named ------+                          |
+//!       |      the leader          |                          |
 //!       +------- backoff <---------+--- refused / error / end-+
+//!                   (cut short when the leader changes)       |
+//!       ^                                                     |
+//!       +------------ the leader changed (ZooKeeper) ---------+
 //! ```
+//!
+//! With `--master zk://...` the master to dial is the leader ZooKeeper names,
+//! and a session with a master that is no longer the leader is left at once.
+//! A master that does not lead refuses the session naming the leader
+//! (`agora-leader` metadata), which the next attempt dials straight away.
 
 use std::time::Duration;
 
+use agora_coord::{Detector, ZkDetector, ZkUrl};
 use agora_proto::v1::agent_service_client::AgentServiceClient;
-use agora_proto::v1::{AgentHeartbeat, AgentMessage, agent_message, master_to_agent};
-use tokio::sync::mpsc;
+use agora_proto::v1::{AgentHeartbeat, AgentMessage, MasterInfo, agent_message, master_to_agent};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -27,11 +38,88 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The heartbeat interval when the master gives none (Mesos's 15 s).
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
+/// The gRPC metadata key in which a master that does not lead names the
+/// leader (`host:port`).
+const LEADER_METADATA: &str = "agora-leader";
+/// Redirects followed in a row before backing off (two standbys that name
+/// each other must not make the agent spin).
+const MAX_REDIRECTS: u32 = 3;
+/// Longest random wait before dialing a new leader, so that the agents of a
+/// cluster do not all arrive in the same millisecond.
+const NEW_LEADER_JITTER: Duration = Duration::from_millis(200);
+
 /// Why a session ended.
 #[derive(Debug)]
 enum SessionEnd {
     Shutdown,
     Failed(String),
+    /// A master that does not lead named the leader (`host:port`).
+    Redirect(String),
+}
+
+/// Where the session finds the master.
+enum MasterSource {
+    /// One address, `http://host:port`.
+    Fixed(String),
+    /// The leader ZooKeeper names.
+    ZooKeeper {
+        leader: watch::Receiver<Option<MasterInfo>>,
+        _detector: ZkDetector,
+    },
+}
+
+impl MasterSource {
+    fn new(master_url: &str) -> MasterSource {
+        match ZkUrl::parse(master_url) {
+            Ok(url) if ZkUrl::is_zk(master_url) => {
+                info!(zk = %url, "following the leading master through ZooKeeper");
+                let detector = ZkDetector::start(&url, agora_coord::zk::DEFAULT_SESSION_TIMEOUT);
+                MasterSource::ZooKeeper {
+                    leader: detector.leader(),
+                    _detector: detector,
+                }
+            }
+            _ => MasterSource::Fixed(master_url.to_string()),
+        }
+    }
+
+    /// The URL to dial now (`None`: ZooKeeper knows no leader). Marks the
+    /// current leader as seen.
+    fn current(&mut self) -> Option<String> {
+        match self {
+            MasterSource::Fixed(url) => Some(url.clone()),
+            MasterSource::ZooKeeper { leader, .. } => leader
+                .borrow_and_update()
+                .as_ref()
+                .map(|l| format!("http://{}", agora_coord::address_of(l))),
+        }
+    }
+
+    /// Resolves when ZooKeeper names a leader other than `url` (never for a
+    /// fixed address).
+    async fn leader_other_than(&mut self, url: Option<&str>) {
+        let MasterSource::ZooKeeper { leader, .. } = self else {
+            return std::future::pending().await;
+        };
+        loop {
+            if leader.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let now = leader
+                .borrow_and_update()
+                .as_ref()
+                .map(|l| format!("http://{}", agora_coord::address_of(l)));
+            if now.is_some() && now.as_deref() != url {
+                return;
+            }
+        }
+    }
+}
+
+/// The leader a refusing master named, if any.
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    let value = status.metadata().get(LEADER_METADATA)?.to_str().ok()?;
+    crate::config::master_url(value).ok()
 }
 
 /// Keeps a session with the master open until `shutdown`.
@@ -41,22 +129,72 @@ pub(crate) async fn run(
     mut backoff: Backoff,
     shutdown: CancellationToken,
 ) {
+    let mut source = MasterSource::new(&master_url);
     let mut session: u64 = 0;
+    let mut redirect: Option<String> = None;
+    let mut redirects = 0u32;
     loop {
         session += 1;
-        let end = one_session(session, &master_url, &core, &mut backoff, &shutdown).await;
+        let target = redirect.take().or_else(|| source.current());
+        let end = match &target {
+            None => {
+                SessionEnd::Failed("no master leads at the moment (ZooKeeper names none)".into())
+            }
+            Some(url) => {
+                tokio::select! {
+                    end = one_session(session, url, &core, &mut backoff, &shutdown) => end,
+                    _ = source.leader_other_than(Some(url)) => {
+                        SessionEnd::Failed(format!("the leading master changed; leaving {url}"))
+                    }
+                }
+            }
+        };
         let _ = core.send(Command::Disconnected { session }).await;
+        let master = target.as_deref().unwrap_or(master_url.as_str());
         match end {
             SessionEnd::Shutdown => return,
-            SessionEnd::Failed(why) => {
+            SessionEnd::Redirect(leader) if redirects < MAX_REDIRECTS => {
+                redirects += 1;
+                info!(%master, %leader, "that master does not lead; going to the leader it named");
+                redirect = Some(leader);
+            }
+            SessionEnd::Redirect(leader) => {
+                redirects = 0;
                 let delay = backoff.next_delay();
-                warn!(master = %master_url, retry_in = ?delay, "{why}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
+                warn!(%master, %leader, retry_in = ?delay, "masters keep naming other leaders; backing off");
+                if sleep_or_new_leader(&mut source, target.as_deref(), delay, &shutdown).await {
+                    return;
+                }
+            }
+            SessionEnd::Failed(why) => {
+                redirects = 0;
+                let delay = backoff.next_delay();
+                warn!(%master, retry_in = ?delay, "{why}");
+                if sleep_or_new_leader(&mut source, target.as_deref(), delay, &shutdown).await {
+                    return;
                 }
             }
         }
+    }
+}
+
+/// Waits `delay` before the next attempt, or less when ZooKeeper names a new
+/// leader meanwhile. Returns true on shutdown.
+async fn sleep_or_new_leader(
+    source: &mut MasterSource,
+    tried: Option<&str>,
+    delay: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => return true,
+        _ = tokio::time::sleep(delay) => return false,
+        _ = source.leader_other_than(tried) => {}
+    }
+    let jitter = NEW_LEADER_JITTER.mul_f64(fastrand::f64());
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(jitter) => false,
     }
 }
 
@@ -97,7 +235,12 @@ async fn one_session(
         _ = shutdown.cancelled() => return Shutdown,
         r = client.session(UnboundedReceiverStream::new(rx)) => match r {
             Ok(r) => r,
-            Err(status) => return Failed(format!("the master did not open a session: {status}")),
+            Err(status) => {
+                if let Some(leader) = leader_hint(&status) {
+                    return SessionEnd::Redirect(leader);
+                }
+                return Failed(format!("the master did not open a session: {status}"));
+            }
         },
     };
     debug!(
@@ -175,6 +318,19 @@ async fn tick(iv: &mut Option<tokio::time::Interval>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_naming_the_leader_is_followed() {
+        let mut s = tonic::Status::unavailable("this master is not the leader");
+        s.metadata_mut()
+            .insert(LEADER_METADATA, "127.0.0.1:5052".parse().unwrap());
+        assert_eq!(leader_hint(&s).as_deref(), Some("http://127.0.0.1:5052"));
+        assert_eq!(leader_hint(&tonic::Status::unavailable("no leader")), None);
+        let mut junk = tonic::Status::unavailable("x");
+        junk.metadata_mut()
+            .insert(LEADER_METADATA, "zk://nope".parse().unwrap());
+        assert_eq!(leader_hint(&junk), None);
+    }
 
     #[test]
     fn heartbeat_interval_is_sane() {

@@ -83,9 +83,10 @@ pub(crate) fn outcome(termination: &Termination, kill: Option<&KillRecord>) -> O
             Some(128 + signal),
             format!("signal {} ({signal})", signal_name(*signal)),
         ),
-        Termination::LaunchFailed { message } | Termination::Vanished { message } => {
-            (None, message.clone())
-        }
+        Termination::OomKilled { code } => (Some(*code), format!("exit code {code}")),
+        Termination::LaunchFailed { message }
+        | Termination::Vanished { message }
+        | Termination::Refused { message } => (None, message.clone()),
     };
     if let Some(kill) = kill {
         let grace = Duration::from_secs_f64(kill.grace_seconds.max(0.0));
@@ -94,14 +95,19 @@ pub(crate) fn outcome(termination: &Termination, kill: Option<&KillRecord>) -> O
                 "Task killed: it did not stop within its grace period of {grace:?} after SIGTERM, \
                  so it was killed with SIGKILL"
             ),
-            Termination::Signaled { .. } | Termination::Exited { .. } => {
+            Termination::Signaled { .. }
+            | Termination::Exited { .. }
+            | Termination::OomKilled { .. } => {
                 format!("Task killed: it ended with {detail} after SIGTERM")
             }
-            Termination::LaunchFailed { .. } | Termination::Vanished { .. } => {
-                format!("Task killed: {detail}")
-            }
+            Termination::LaunchFailed { .. }
+            | Termination::Vanished { .. }
+            | Termination::Refused { .. } => format!("Task killed: {detail}"),
         };
-        let reason = if matches!(termination, Termination::LaunchFailed { .. }) {
+        let reason = if matches!(
+            termination,
+            Termination::LaunchFailed { .. } | Termination::Refused { .. }
+        ) {
             StatusReason::ReasonTaskKilledDuringLaunch
         } else {
             StatusReason::ReasonNone
@@ -142,6 +148,18 @@ pub(crate) fn outcome(termination: &Termination, kill: Option<&KillRecord>) -> O
             state: TaskState::TaskFailed,
             reason: StatusReason::ReasonExecutorTerminated,
             message: format!("The task was lost: {detail}"),
+            exit_code,
+        },
+        Termination::OomKilled { .. } => Outcome {
+            state: TaskState::TaskFailed,
+            reason: StatusReason::ReasonContainerLimitationMemory,
+            message: format!("Memory limit exceeded: the container was OOM killed ({detail})"),
+            exit_code,
+        },
+        Termination::Refused { .. } => Outcome {
+            state: TaskState::TaskError,
+            reason: StatusReason::ReasonTaskInvalid,
+            message: format!("The agent refused the task: {detail}"),
             exit_code,
         },
     }
@@ -219,6 +237,27 @@ mod tests {
         );
         assert_eq!(o.state, TaskState::TaskFailed);
         assert_eq!(o.reason, StatusReason::ReasonExecutorTerminated);
+    }
+
+    #[test]
+    fn oom_kills_and_refusals_have_their_own_states() {
+        let o = outcome(&Termination::OomKilled { code: 137 }, None);
+        assert_eq!(o.state, TaskState::TaskFailed);
+        assert_eq!(o.reason, StatusReason::ReasonContainerLimitationMemory);
+        assert_eq!(o.exit_code, Some(137));
+        assert!(o.message.contains("OOM killed"), "{}", o.message);
+
+        let refused = Termination::Refused {
+            message: "volume /etc is outside the allowed roots".into(),
+        };
+        let o = outcome(&refused, None);
+        assert_eq!(o.state, TaskState::TaskError);
+        assert_eq!(o.reason, StatusReason::ReasonTaskInvalid);
+        assert!(o.message.contains("/etc"), "{}", o.message);
+
+        let o = outcome(&refused, Some(&kill(1.0)));
+        assert_eq!(o.state, TaskState::TaskKilled);
+        assert_eq!(o.reason, StatusReason::ReasonTaskKilledDuringLaunch);
     }
 
     #[test]

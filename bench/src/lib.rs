@@ -3,16 +3,96 @@
 //! (progress goes to stderr), so runs can be compared and collected.
 //!
 //! Benchmarks never decide whether a test passes; they measure.
+//!
+//! * [`allocator`]: the master's allocation cycle on a large cluster in memory.
+//! * [`docker`]: containers started through a master and a Docker agent,
+//!   beside the same number of `docker run -d` on the same daemon.
+//! * [`failover`]: SIGKILL of the leading master (three masters, ZooKeeper):
+//!   time to a new leader, to every agent back, to offers again.
+//! * [`launch`]: a real master, simulated agents and a framework launching
+//!   tasks as fast as offers allow.
+//! * [`sim`]: simulated agents over real gRPC sessions, as a library (also
+//!   `agora bench agents`, to point at any master).
+
+pub mod allocator;
+pub mod docker;
+pub mod failover;
+pub mod launch;
+mod process;
+pub mod sim;
 
 use clap::Subcommand;
 
+pub use sim::SimStats;
+
+/// What can go wrong in a benchmark or a simulated cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Settings that cannot work (`agora` exits with status 64).
+    #[error("invalid settings: {0}")]
+    Config(String),
+    /// A condition awaited on the simulated agents did not hold in time.
+    #[error("timed out after {waited:?} waiting for the simulated agents ({stats})")]
+    Timeout {
+        waited: std::time::Duration,
+        stats: SimStats,
+    },
+}
+
+/// Reads a whole number of at least 1.
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        Ok(_) => Err("must be at least 1".into()),
+        Err(e) => Err(format!("`{s}` is not a whole number: {e}")),
+    }
+}
+
+/// Reads resources in the text form (`cpus:4;mem:8192;ports:[31000-32000]`).
+pub(crate) fn resources(s: &str) -> Result<agora_proto::Resources, String> {
+    let r = agora_proto::Resources::parse(s).map_err(|e| e.to_string())?;
+    if r.is_empty() {
+        return Err("no resources given".into());
+    }
+    Ok(r)
+}
+
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
-pub enum BenchCommand {}
+pub enum BenchCommand {
+    /// Times allocation cycles (allocator decisions to offers ready to send)
+    /// of a master holding a large cluster in memory.
+    Allocator(allocator::AllocatorArgs),
+    /// Starts a master, simulated agents and a framework that launches tasks
+    /// as fast as offers allow; measures launch to TASK_RUNNING.
+    Launch(launch::LaunchArgs),
+    /// Runs simulated agents against a master until interrupted.
+    Agents(sim::AgentsArgs),
+    /// Starts containers through a master and a Docker agent, and the same
+    /// number of parallel `docker run -d` on the same daemon; compares.
+    Docker(docker::DockerArgs),
+    /// Kills the leading master of three (ZooKeeper) with 100 agents and
+    /// 1,000 running tasks; measures the time to a new leader, to every
+    /// agent reregistered, and to offers again.
+    Failover(failover::FailoverArgs),
+}
 
 /// Runs one benchmark and prints its JSON line.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        BenchCommand::Allocator(args) => {
+            let r = tokio::task::spawn_blocking(move || allocator::run(&args)).await??;
+            report(&r.json());
+        }
+        BenchCommand::Launch(args) => {
+            let r = launch::run(&args).await?;
+            report(&r.json());
+        }
+        BenchCommand::Agents(args) => sim::run_agents(&args).await?,
+        BenchCommand::Docker(args) => report(&docker::run(&args).await?.json()),
+        BenchCommand::Failover(args) => report(&failover::run(&args).await?.json()),
+    }
+    Ok(())
 }
 
 /// Prints a benchmark's result: one JSON line on stdout.

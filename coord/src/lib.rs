@@ -9,16 +9,18 @@
 //!
 //! The standalone backends here serve a single master (`agora master` without
 //! `--zk`, and `agora dev`): it always leads, and its registry lives in memory
-//! or in a local file. ZooKeeper backends serve several masters.
+//! or in a local file. The ZooKeeper backends ([`zk`]) serve several masters.
 
 mod standalone;
 mod store;
+pub mod zk;
 
 pub use standalone::{StandaloneContender, StandaloneDetector};
 pub use store::{FileStore, MemoryStore};
+pub use zk::{ZkContender, ZkDetector, ZkStore, ZkUrl};
 
 use agora_proto::v1::MasterInfo;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// What went wrong in coordination.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,21 @@ pub enum CoordError {
     },
     #[error("the store is closed")]
     Closed,
+    #[error("invalid ZooKeeper address `{url}`: {reason}")]
+    InvalidZkUrl { url: String, reason: String },
+    #[error("ZooKeeper at {servers}: {what}: {source}")]
+    ZooKeeper {
+        servers: String,
+        what: String,
+        #[source]
+        source: zookeeper_client::Error,
+    },
+    #[error(
+        "this master no longer leads (its leader node {fence} is gone); the registry write was refused"
+    )]
+    Fenced { fence: String },
+    #[error("the leader's node {znode} holds no usable MasterInfo: {reason}")]
+    InvalidMasterInfo { znode: String, reason: String },
 }
 
 /// The condition a write is made under.
@@ -76,6 +93,11 @@ pub trait Store: Send + Sync + 'static {
 pub struct Leadership {
     lost: watch::Receiver<bool>,
     _guard: Option<Box<dyn Send + Sync>>,
+    /// What proves this leadership to the store (the leader's ZooKeeper
+    /// node); `None` for a standalone master.
+    fence: Option<String>,
+    /// Asks the backend to give leadership up now, and to say when done.
+    resign: Option<oneshot::Sender<oneshot::Sender<()>>>,
 }
 
 impl Leadership {
@@ -86,7 +108,42 @@ impl Leadership {
         Leadership {
             lost,
             _guard: guard,
+            fence: None,
+            resign: None,
         }
+    }
+
+    /// The same leadership, given up through `resign` (see
+    /// [`Leadership::resign`]).
+    pub fn with_resign(mut self, resign: oneshot::Sender<oneshot::Sender<()>>) -> Leadership {
+        self.resign = Some(resign);
+        self
+    }
+
+    /// Gives leadership up and waits (a moment at most) until the backend
+    /// has done so, e.g. deleted the leader's node so that the next master
+    /// takes over at once. Dropping the leadership gives it up too, without
+    /// waiting.
+    pub async fn resign(mut self) {
+        if let Some(resign) = self.resign.take() {
+            let (done_tx, done_rx) = oneshot::channel();
+            if resign.send(done_tx).is_ok() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), done_rx).await;
+            }
+        }
+    }
+
+    /// The same leadership, proven by `fence` (see [`Leadership::fence`]).
+    pub fn with_fence(mut self, fence: String) -> Leadership {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// What exists exactly as long as this leadership: for ZooKeeper, the
+    /// path of the leader's node. A store can make writes conditional on
+    /// it, so a master that lost leadership cannot write any more.
+    pub fn fence(&self) -> Option<&str> {
+        self.fence.as_deref()
     }
 
     /// Resolves when this master no longer leads.
@@ -105,6 +162,18 @@ impl Leadership {
 pub trait Contender: Send + Sync + 'static {
     /// Waits until this master leads.
     async fn contend(&self, info: MasterInfo) -> Result<Leadership, CoordError>;
+}
+
+/// `host:port` that reaches a master: its IP (IPv6 in brackets), or its
+/// hostname when it advertises no usable IP.
+pub fn address_of(info: &MasterInfo) -> String {
+    let host = match info.ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(ip)) if !ip.is_unspecified() => format!("[{ip}]"),
+        Ok(ip) if !ip.is_unspecified() => ip.to_string(),
+        _ if !info.hostname.is_empty() => info.hostname.clone(),
+        _ => info.ip.clone(),
+    };
+    format!("{host}:{}", info.port)
 }
 
 /// "Who leads?"

@@ -52,8 +52,19 @@ pub(crate) enum Input {
 /// checked.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Inputs handled per batch before the actor allocates and flushes.
+/// Inputs handled per batch before the actor allocates.
 const BATCH: usize = 4096;
+
+/// Within a batch, what the core decided is sent after this many inputs, so
+/// that agents start on the first launches of a burst while the master
+/// still reads the rest.
+const FLUSH_EVERY: usize = 32;
+
+/// Cycles that events ask for (rather than the periodic one) wait until the
+/// actor has spent this many times the last cycle's duration on other work,
+/// so that on a large cluster a stream of small events cannot keep the actor
+/// allocating. On small clusters (cycles of microseconds) this is no wait.
+const CYCLE_SPACING: u32 = 3;
 
 pub(crate) fn now() -> Now {
     Now {
@@ -94,6 +105,9 @@ pub(crate) async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut batch = Vec::with_capacity(BATCH);
+    // When the next cycle may run (see CYCLE_SPACING).
+    let mut next_cycle = Instant::now();
+    let mut cycle_pending = false;
     loop {
         tokio::select! {
             biased;
@@ -103,17 +117,27 @@ pub(crate) async fn run(
                     break;
                 }
                 let now = now();
-                for input in batch.drain(..) {
+                for (i, input) in batch.drain(..).enumerate() {
                     handle(&mut core, &mut streams, input, now, &metrics, &address);
+                    if (i + 1) % FLUSH_EVERY == 0 {
+                        flush(&mut core, &mut streams, &registry);
+                    }
                 }
             }
             _ = tick.tick() => core.tick(now()),
+            _ = tokio::time::sleep_until(next_cycle.into()), if cycle_pending => {}
         }
         let now = now();
+        cycle_pending = false;
         if core.allocation_due(now) {
-            let started = Instant::now();
-            let offers = core.allocate(now);
-            metrics.observe_allocation(started.elapsed(), offers);
+            if now.instant >= next_cycle {
+                let offers = core.allocate(now);
+                let took = now.instant.elapsed();
+                metrics.observe_allocation(took, offers);
+                next_cycle = Instant::now() + took * CYCLE_SPACING;
+            } else {
+                cycle_pending = true;
+            }
         }
         flush(&mut core, &mut streams, &registry);
     }

@@ -1,5 +1,12 @@
 //! The gRPC services: each stream gets a connection id, its first message is
-//! checked, and everything else is forwarded to the actor.
+//! checked, and everything else is forwarded to the actor of the current
+//! term.
+//!
+//! A master that does not lead refuses streams with `UNAVAILABLE`, naming the
+//! leader in the message and in the `agora-leader: host:port` metadata. When
+//! a term ends (leadership lost, or shutdown) every stream of it ends with
+//! `UNAVAILABLE` and no `error` event, so agents and frameworks look for the
+//! leader and come back.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,15 +15,19 @@ use std::time::Duration;
 
 use agora_proto::v1::agent_service_server::AgentService;
 use agora_proto::v1::scheduler_service_server::SchedulerService;
-use agora_proto::v1::{AgentMessage, Call, Event, MasterToAgent, agent_message, call};
+use agora_proto::v1::{AgentMessage, Call, Event, MasterInfo, MasterToAgent, agent_message, call};
 use futures::Stream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::actor::Input;
 use crate::core::ConnId;
+use crate::leadership::{self, Role};
+
+/// The metadata key that names the leading master in a refusal.
+pub const LEADER_METADATA: &str = "agora-leader";
 
 /// How long a new stream may take to send its first message.
 const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,7 +37,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 /// Shared by both services.
 #[derive(Clone)]
 pub(crate) struct Services {
-    pub actor: mpsc::Sender<Input>,
+    pub role: watch::Receiver<Role>,
     pub next_conn: Arc<AtomicU64>,
     pub shutdown: CancellationToken,
 }
@@ -36,11 +47,37 @@ impl Services {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    async fn send(&self, input: Input) -> Result<(), Status> {
-        self.actor
-            .send(input)
-            .await
-            .map_err(|_| Status::unavailable("the master is shutting down"))
+    /// Why a stream of an ended term ends.
+    fn ended(&self) -> Status {
+        if self.shutdown.is_cancelled() {
+            Status::unavailable("the master is shutting down; connect to the leading master")
+        } else {
+            Status::unavailable("the master stepped down; connect to the new leading master")
+        }
+    }
+}
+
+/// `host:port` of a master, as clients dial it.
+pub(crate) fn address_of(info: &MasterInfo) -> String {
+    agora_coord::address_of(info)
+}
+
+/// The refusal of a master that does not lead.
+pub(crate) fn not_leading(leader: Option<&MasterInfo>) -> Status {
+    match leader {
+        Some(leader) => {
+            let addr = address_of(leader);
+            let mut status = Status::unavailable(format!(
+                "this master is not the leader; the leading master is at {addr}"
+            ));
+            if let Ok(value) = MetadataValue::try_from(addr.as_str()) {
+                status.metadata_mut().insert(LEADER_METADATA, value);
+            }
+            status
+        }
+        None => Status::unavailable(
+            "no master leads at the moment (an election is under way); retry shortly",
+        ),
     }
 }
 
@@ -154,21 +191,29 @@ impl StreamKind for SchedulerStream {
 }
 
 impl Services {
-    /// Opens a stream: checks its first message, hands it to the actor,
-    /// forwards the rest until the stream ends or the actor closes it, and
-    /// returns the stream the actor writes to.
+    /// Opens a stream: checks that this master leads and the first message,
+    /// hands it to the term's actor, forwards the rest until the stream ends
+    /// or the actor closes it, and returns the stream the actor writes to.
     async fn open<K: StreamKind>(
         &self,
         request: Request<Streaming<K::In>>,
     ) -> Result<Response<BoxStream<K::Out>>, Status> {
+        let term = leadership::current_term(&self.role)
+            .await
+            .map_err(|n| not_leading(n.leader.as_ref()))?;
         let mut inbound = request.into_inner();
         let first = K::first(first_message(&mut inbound).await?)?;
+        if term.cancel.is_cancelled() {
+            return Err(self.ended());
+        }
         let conn = self.conn_id();
         let (tx, rx) = mpsc::unbounded_channel();
-        let cancel = self.shutdown.child_token();
-        self.send(K::opened(conn, first, tx, cancel.clone()))
-            .await?;
-        let actor = self.actor.clone();
+        let cancel = term.cancel.child_token();
+        term.actor
+            .send(K::opened(conn, first, tx, cancel.clone()))
+            .await
+            .map_err(|_| self.ended())?;
+        let actor = term.actor.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -191,8 +236,39 @@ impl Services {
             }
             let _ = actor.send(K::closed(conn)).await;
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(outbound(
+            rx,
+            term.cancel,
+            self.clone(),
+        ))))
     }
+}
+
+/// What the actor writes to a stream, until it closes the stream (a clean
+/// end) or the term ends (`UNAVAILABLE`, after what was already queued).
+fn outbound<T: Send + 'static>(
+    rx: mpsc::UnboundedReceiver<Result<T, Status>>,
+    term: CancellationToken,
+    services: Services,
+) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
+    futures::stream::unfold(Some((rx, term, services)), |state| async move {
+        let (mut rx, term, services) = state?;
+        tokio::select! {
+            biased;
+            m = rx.recv() => match m {
+                Some(m) => Some((m, Some((rx, term, services)))),
+                None if term.is_cancelled() => Some((Err(services.ended()), None)),
+                None => None,
+            },
+            _ = term.cancelled() => {
+                // Deliver what is already queued, then say why it ends.
+                match rx.try_recv() {
+                    Ok(m) => Some((m, Some((rx, term, services)))),
+                    Err(_) => Some((Err(services.ended()), None)),
+                }
+            }
+        }
+    })
 }
 
 pub(crate) struct AgentSvc(pub Services);
@@ -220,5 +296,30 @@ impl SchedulerService for SchedulerSvc {
         request: Request<Streaming<Call>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         self.0.open::<SchedulerStream>(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standby_names_the_leader_in_its_refusal() {
+        let leader = MasterInfo {
+            id: "m2".into(),
+            hostname: "m2.example".into(),
+            ip: "10.0.0.2".into(),
+            port: 5050,
+            version: String::new(),
+        };
+        let s = not_leading(Some(&leader));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.message().contains("10.0.0.2:5050"), "{}", s.message());
+        assert_eq!(s.metadata().get(LEADER_METADATA).unwrap(), "10.0.0.2:5050");
+
+        let s = not_leading(None);
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.metadata().get(LEADER_METADATA).is_none());
+        assert!(s.message().contains("no master leads"));
     }
 }

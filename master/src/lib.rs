@@ -6,12 +6,15 @@
 //! * `grpc`, `http`, `server`: the agent and scheduler streams and the HTTP
 //!   endpoints, on one address.
 //! * `registrar`: remembers frameworks and agents in a `coord::Store`.
+//! * `leadership`: contends for leadership (ZooKeeper, or alone), runs a term
+//!   of the above while leading, and stands by otherwise.
 
 mod actor;
 pub mod core;
 mod error;
 mod grpc;
 mod http;
+mod leadership;
 mod metrics;
 pub mod registrar;
 mod server;
@@ -23,15 +26,19 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use agora_allocator::AllocatorConfig;
-use agora_coord::{FileStore, MemoryStore, Store};
+use agora_coord::{
+    Contender, Detector, FileStore, MemoryStore, StandaloneContender, Store, ZkContender,
+    ZkDetector, ZkStore, ZkUrl,
+};
 use agora_proto::v1::MasterInfo;
 use agora_proto::v1::agent_service_server::AgentServiceServer;
 use agora_proto::v1::scheduler_service_server::SchedulerServiceServer;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::leadership::{RegistryStore, Role, Seed};
 
 pub use crate::core::{CoreConfig, MasterCore, Now};
 pub use error::MasterError;
@@ -58,6 +65,20 @@ pub struct MasterConfig {
     /// Role weights for DRF.
     pub weights: HashMap<String, f64>,
     pub registry: RegistryBackend,
+    /// Several masters, one leading, elected through ZooKeeper (`--zk`);
+    /// the registry then lives in ZooKeeper too. `None`: this master alone
+    /// leads.
+    pub zk: Option<ZkConfig>,
+}
+
+/// `--zk` and `--zk-session-timeout`.
+#[derive(Debug, Clone)]
+pub struct ZkConfig {
+    /// The ensemble and the path the masters share.
+    pub url: ZkUrl,
+    /// A leader that loses its session this long stops leading; a dead
+    /// leader is replaced after about this long.
+    pub session_timeout: Duration,
 }
 
 impl Default for MasterConfig {
@@ -68,6 +89,7 @@ impl Default for MasterConfig {
             core: CoreConfig::default(),
             weights: HashMap::new(),
             registry: RegistryBackend::Memory,
+            zk: None,
         }
     }
 }
@@ -102,6 +124,24 @@ impl MasterConfig {
                 "--offer-timeout must be greater than 0 (leave it unset for none)".into(),
             ));
         }
+        if let Some(zk) = &self.zk {
+            if let RegistryBackend::File(path) = &self.registry {
+                return Err(MasterError::Config(format!(
+                    "--registry-dir ({}) cannot be used with --zk: the registry then lives in \
+                     ZooKeeper, under {}",
+                    path.display(),
+                    zk.url.registry_path()
+                )));
+            }
+            if zk.session_timeout < Duration::from_millis(100)
+                || zk.session_timeout > Duration::from_secs(3600)
+            {
+                return Err(MasterError::Config(format!(
+                    "--zk-session-timeout must be between 100ms and 1h, got {:?}",
+                    zk.session_timeout
+                )));
+            }
+        }
         for (role, w) in &self.weights {
             if !(w.is_finite() && *w > 0.0) {
                 return Err(MasterError::Config(format!(
@@ -117,8 +157,11 @@ impl MasterConfig {
 pub struct RunningMaster {
     addr: SocketAddr,
     info: MasterInfo,
+    role: watch::Receiver<Role>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Follows the leader (with ZooKeeper); kept alive with the master.
+    _detector: Option<ZkDetector>,
 }
 
 impl RunningMaster {
@@ -127,8 +170,25 @@ impl RunningMaster {
         self.addr
     }
 
+    /// This master's address and version, with the id of its first term
+    /// (each term as leader has its own id: see [`RunningMaster::leader`]).
     pub fn info(&self) -> &MasterInfo {
         &self.info
+    }
+
+    /// Whether this master leads now.
+    pub fn is_leading(&self) -> bool {
+        matches!(&*self.role.borrow(), Role::Leading(_))
+    }
+
+    /// The leading master as this master knows it: itself (with the id of
+    /// its current term) while it leads.
+    pub fn leader(&self) -> Option<MasterInfo> {
+        match &*self.role.borrow() {
+            Role::Leading(term) => Some(term.info.clone()),
+            Role::Standby { leader } => leader.clone(),
+            Role::TakingOver => None,
+        }
     }
 
     /// Stops the master (as the shutdown token would) and waits for it.
@@ -149,7 +209,9 @@ fn default_hostname(addr: SocketAddr) -> String {
     addr.ip().to_string()
 }
 
-/// Binds, recovers the registry and starts serving. Returns once the
+/// Binds and starts serving. A standalone master recovers its registry and
+/// leads before this returns; with ZooKeeper the master starts as a standby
+/// (redirecting to the leader) and leads once elected. Returns once the
 /// master accepts connections.
 pub async fn start(
     config: MasterConfig,
@@ -177,34 +239,46 @@ pub async fn start(
         port: addr.port() as u32,
         version: agora_proto::VERSION.to_string(),
     };
-    let store: Arc<dyn Store> = match &config.registry {
-        RegistryBackend::Memory => Arc::new(MemoryStore::new()),
-        RegistryBackend::File(path) => Arc::new(FileStore::open(path)?),
-    };
-    let registry = registrar::load(store.as_ref()).await?;
-
-    let now = actor::now();
-    let allocator = AllocatorConfig {
-        weights: config.weights.clone(),
-        ..Default::default()
-    };
-    let mut core = MasterCore::new(info.clone(), config.core.clone(), allocator, now);
-    if !registry.frameworks.is_empty() || !registry.agents.is_empty() {
-        tracing::info!(
-            frameworks = registry.frameworks.len(),
-            agents = registry.agents.len(),
-            "recovered the registry; waiting for agents and frameworks to come back"
+    if config.zk.is_some() && addr.ip().is_unspecified() && config.hostname.is_none() {
+        tracing::warn!(
+            address = %addr,
+            "listening on an unspecified address: other hosts cannot reach this master at the \
+             address it advertises in ZooKeeper; listen on this host's own address"
         );
     }
-    core.recover(registry.frameworks, registry.agents, now);
+    let (contender, store, preloaded, detector): (
+        Arc<dyn Contender>,
+        RegistryStore,
+        Option<registrar::Registry>,
+        Option<ZkDetector>,
+    ) = match &config.zk {
+        None => {
+            let store: Arc<dyn Store> = match &config.registry {
+                RegistryBackend::Memory => Arc::new(MemoryStore::new()),
+                RegistryBackend::File(path) => Arc::new(FileStore::open(path)?),
+            };
+            let registry = registrar::load(store.as_ref()).await?;
+            (
+                Arc::new(StandaloneContender::new()),
+                RegistryStore::Local(store),
+                Some(registry),
+                None,
+            )
+        }
+        Some(zk) => (
+            Arc::new(ZkContender::new(&zk.url, zk.session_timeout)),
+            RegistryStore::ZooKeeper(ZkStore::new(&zk.url, zk.session_timeout)),
+            None,
+            Some(ZkDetector::start(&zk.url, zk.session_timeout)),
+        ),
+    };
 
-    let (input_tx, input_rx) = mpsc::channel(65_536);
-    let (registry_tx, registry_rx) = mpsc::unbounded_channel();
     let metrics = Metrics::new();
     let address = format!("{hostname}:{}", addr.port());
+    let (role_tx, role_rx) = watch::channel(Role::Standby { leader: None });
 
     let services = grpc::Services {
-        actor: input_tx.clone(),
+        role: role_rx.clone(),
         next_conn: Arc::new(AtomicU64::new(1)),
         shutdown: shutdown.clone(),
     };
@@ -220,33 +294,63 @@ pub async fn start(
     )
     .prepare();
     let http_routes = http::routes(http::HttpContext {
-        actor: input_tx,
+        role: role_rx.clone(),
         metrics: metrics.clone(),
+        me: info.clone(),
+        address: address.clone(),
     });
 
-    let tasks = vec![
-        tokio::spawn(registrar::run(store, registry_rx)),
-        tokio::spawn(actor::run(
-            core,
-            input_rx,
-            registry_tx,
-            metrics,
-            address,
+    let mut tasks = vec![tokio::spawn(server::serve(
+        listener,
+        grpc_routes,
+        http_routes,
+        shutdown.clone(),
+    ))];
+    if let Some(d) = &detector {
+        tasks.push(tokio::spawn(leadership::follow_leader(
+            d.leader(),
+            info.clone(),
+            role_tx.clone(),
             shutdown.clone(),
-        )),
-        tokio::spawn(server::serve(
-            listener,
-            grpc_routes,
-            http_routes,
-            shutdown.clone(),
-        )),
-    ];
-    tracing::info!(address = %addr, master_id = %info.id, "master listening");
+        )));
+    }
+    let seed = Seed {
+        config: config.clone(),
+        info: info.clone(),
+        first_id: info.id.clone(),
+        address,
+        metrics,
+    };
+    tasks.push(tokio::spawn(leadership::run(
+        seed,
+        contender,
+        store,
+        preloaded,
+        role_tx,
+        shutdown.clone(),
+    )));
+    match &config.zk {
+        None => {
+            // A standalone master leads at once.
+            let mut role = role_rx.clone();
+            tokio::select! {
+                _ = role.wait_for(|r| matches!(r, Role::Leading(_))) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            tracing::info!(address = %addr, master_id = %info.id, "master listening");
+        }
+        Some(zk) => tracing::info!(
+            address = %addr, master_id = %info.id, zk = %zk.url,
+            "master listening; contending for leadership"
+        ),
+    }
     Ok(RunningMaster {
         addr,
         info,
+        role: role_rx,
         shutdown,
         tasks,
+        _detector: detector,
     })
 }
 

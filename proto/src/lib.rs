@@ -2,6 +2,7 @@
 //! resource model, agent attributes and the task-state rules. No I/O.
 
 pub mod attributes;
+pub mod duration;
 pub mod resources;
 pub mod task_state;
 
@@ -12,6 +13,7 @@ pub mod v1 {
 }
 
 pub use attributes::{format_attributes, parse_attributes};
+pub use duration::parse_duration;
 pub use resources::{Ranges, Resource, ResourceError, Resources, Scalar, UNRESERVED};
 pub use task_state::{IllegalTransition, is_terminal, transition};
 

@@ -3,6 +3,9 @@
 //! and waiting on conditions with deadlines (never fixed sleeps).
 #![allow(dead_code)]
 
+pub mod docker;
+pub mod zk;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -433,8 +436,13 @@ pub async fn spawn_agent(master: &str, work_dir: &Path, resources: &str) -> Proc
     p
 }
 
-/// A command that runs until `dir` is deleted (the test's temporary
-/// directory), so a test that fails never leaves a task running for long.
+/// A command that runs until the test's temporary directory `dir` is
+/// deleted, so a test that fails never leaves a task running for long. It
+/// watches a marker file rather than the directory itself, because task
+/// supervisors writing under `dir` may recreate directories after the test
+/// removed them.
 pub fn linger(dir: &Path) -> String {
-    format!("while [ -d '{}' ]; do sleep 0.2; done", dir.display())
+    let marker = dir.join(".tasks-may-run");
+    std::fs::write(&marker, b"").expect("write the linger marker");
+    format!("while [ -e '{}' ]; do sleep 0.2; done", marker.display())
 }

@@ -3,11 +3,15 @@
 //! The agent's core decides *what* happens to a task (launch, kill, which
 //! status to report); a [`Containerizer`] does it for one kind of container.
 //! Implementations: [`ProcessContainerizer`] (plain processes, each under a
-//! detached supervisor that outlives the agent) now; a Docker one (bollard)
-//! and a composing one that picks per task ([`Containerizer::supports`])
-//! fit the same trait. The agent records which containerizer runs each task
-//! (by [`Containerizer::name`]) so that recovery goes back to the same one.
+//! detached supervisor that outlives the agent), [`DockerContainerizer`]
+//! (Docker containers through the Engine API), and
+//! [`ComposingContainerizer`], which hands each task to the first of its
+//! members that [`supports`](Containerizer::supports) it. The agent records
+//! which containerizer runs each task ([`Containerizer::name_for`]) so that
+//! recovery goes back to the same one.
 
+mod composing;
+mod docker;
 mod process;
 
 use std::fmt;
@@ -21,6 +25,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::AgentError;
 
+pub use composing::ComposingContainerizer;
+pub use docker::{
+    DockerContainerizer, DockerSettings, LABEL_AGENT_ID, LABEL_CONTAINER_ID, LABEL_FRAMEWORK_ID,
+    LABEL_TASK_ID, LABEL_WORK_DIR, SANDBOX_IN_CONTAINER, connect_docker, container_name,
+    default_docker_host,
+};
 pub use process::ProcessContainerizer;
 
 /// Names one run of one task; fresh for every launch (uuid v4), so that a
@@ -86,6 +96,14 @@ pub enum Termination {
     LaunchFailed { message: String },
     /// The container disappeared without leaving an exit status.
     Vanished { message: String },
+    /// The container's main process was killed by the kernel because the
+    /// container used more memory than its limit (the exit code is what the
+    /// container runtime reported, usually 137).
+    OomKilled { code: i32 },
+    /// The containerizer refused to run the task as asked (a volume outside
+    /// the allowed roots, privileged mode where it is not allowed, ...): the
+    /// task itself is wrong, and reported `TASK_ERROR`.
+    Refused { message: String },
 }
 
 /// What `recover` found of a container the agent had checkpointed.
@@ -101,6 +119,10 @@ pub enum Recovered {
 #[derive(Clone, Debug)]
 pub struct KnownContainer {
     pub container_id: ContainerId,
+    /// The containerizer recorded for it (what
+    /// [`Containerizer::name_for`] said at launch), so that a composing
+    /// containerizer hands it back to the member that ran it.
+    pub containerizer: String,
     pub sandbox: PathBuf,
     /// What `launch` returned as `checkpoint`, when the agent got to save it.
     pub checkpoint: Option<serde_json::Value>,
@@ -122,6 +144,19 @@ pub trait Containerizer: Send + Sync + 'static {
     /// Whether this containerizer can run `task` (a composing containerizer
     /// asks its members in order).
     fn supports(&self, task: &TaskInfo) -> bool;
+
+    /// The name checkpointed with a task this containerizer launches: its
+    /// own name, or for a composing containerizer the name of the member
+    /// that runs the task.
+    fn name_for(&self, _task: &TaskInfo) -> &'static str {
+        self.name()
+    }
+
+    /// Whether this containerizer can recover a container that was recorded
+    /// as run by `containerizer` (its own name, or one of its members').
+    fn recovers(&self, containerizer: &str) -> bool {
+        containerizer == self.name()
+    }
 
     /// After an agent restart: finds each known container again. Every
     /// known container gets an answer (in the same order); containers this
@@ -147,6 +182,14 @@ pub trait Containerizer: Send + Sync + 'static {
     /// Forgets an ended container and frees what it keeps on disk (not the
     /// sandbox, which the agent owns).
     async fn remove(&self, id: &ContainerId) -> Result<(), AgentError>;
+
+    /// The final status of the container's task was acknowledged: the agent
+    /// will not ask about this container again (its sandbox stays until the
+    /// sandbox GC, which then calls [`remove`](Containerizer::remove)).
+    /// Returns at once; a containerizer that keeps something for a while
+    /// after this (the Docker one keeps the stopped container for
+    /// `docker_remove_delay`) schedules that itself.
+    async fn released(&self, _id: &ContainerId) {}
 }
 
 /// The argv of a task's command. Shell commands (`shell` unset or true, as in
@@ -189,22 +232,37 @@ pub fn task_environment(
     inherited: impl Fn(&str) -> Option<String>,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |k: &str, v: String| {
-        if let Some(slot) = env.iter_mut().find(|(key, _)| key == k) {
-            slot.1 = v;
-        } else {
-            env.push((k.to_string(), v));
-        }
-    };
     for name in INHERITED_ENV {
         if let Some(v) = inherited(name) {
-            set(name, v);
+            set_var(&mut env, name, v);
         }
     }
     if inherited("PATH").is_none() {
-        set("PATH", DEFAULT_PATH.into());
+        set_var(&mut env, "PATH", DEFAULT_PATH.into());
     }
     let sandbox = request.sandbox.to_string_lossy().into_owned();
+    for (k, v) in agora_environment(request, &sandbox) {
+        set_var(&mut env, &k, v);
+    }
+    env
+}
+
+/// Sets `k` in `env`, in place when it is already there.
+fn set_var(env: &mut Vec<(String, String)>, k: &str, v: String) {
+    if let Some(slot) = env.iter_mut().find(|(key, _)| key == k) {
+        slot.1 = v;
+    } else {
+        env.push((k.to_string(), v));
+    }
+}
+
+/// The variables Agora gives every task, whatever runs it: `AGORA_SANDBOX`
+/// and `MESOS_SANDBOX` (= `sandbox`, as the task sees it), the ids, `HOST`,
+/// the ports, then the task's own variables (which win).
+pub fn agora_environment(request: &LaunchRequest, sandbox: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: String| set_var(&mut env, k, v);
+    let sandbox = sandbox.to_string();
     set("AGORA_SANDBOX", sandbox.clone());
     set("MESOS_SANDBOX", sandbox);
     set("AGORA_TASK_ID", request.task.task_id.clone());

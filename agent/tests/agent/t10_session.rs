@@ -164,7 +164,7 @@ async fn bad_configuration_is_refused_before_anything_starts() {
     let master = FakeMaster::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&master, dir.path());
-    cfg.master = "zk://zk1:2181/agora".into();
+    cfg.master = "zk://zk1:2181".into();
     let err = agora_agent::start(cfg, tokio_util::sync::CancellationToken::new())
         .await
         .err()

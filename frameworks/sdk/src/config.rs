@@ -10,8 +10,8 @@ use crate::SchedulerError;
 /// adjust the fields; [`Scheduler::start`](crate::Scheduler::start) checks it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerConfig {
-    /// The leading master, as `host:port` or `http://host:port`.
-    /// (`zk://` discovery comes later.)
+    /// The leading master, as `host:port` or `http://host:port`, or
+    /// `zk://host:port,.../path` to find and follow it through ZooKeeper.
     pub master: String,
     /// Who the framework is. Leave `id` empty for a new framework; set it to
     /// fail over to a framework the master still keeps (within its
@@ -118,7 +118,7 @@ mod tests {
         let cases: Vec<(SchedulerConfig, &str)> = vec![
             (
                 SchedulerConfig {
-                    master: "zk://z:2181/a".into(),
+                    master: "zk://z:2181".into(),
                     ..ok.clone()
                 },
                 "ZooKeeper",

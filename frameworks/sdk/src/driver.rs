@@ -30,7 +30,7 @@ use tonic::{Code, Status, Streaming};
 
 use crate::backoff::Backoff;
 use crate::handle::{Command, Shared};
-use crate::master::MasterDetector;
+use crate::master::{MasterDetector, leader_hint};
 use crate::{Event, SchedulerConfig, SchedulerError, calls};
 
 /// The largest message the driver reads or writes: a batch of offers from a
@@ -39,6 +39,14 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The heartbeat interval assumed when the master does not give one.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Redirects (a standby naming the leader) followed in a row without
+/// backing off.
+const MAX_REDIRECTS: u32 = 3;
+
+/// Longest random wait before dialing a new leader, so that the frameworks
+/// of a cluster do not all arrive in the same millisecond.
+const NEW_LEADER_JITTER: Duration = Duration::from_millis(200);
 
 pub(crate) struct Driver {
     config: SchedulerConfig,
@@ -56,6 +64,8 @@ struct Session {
     calls: mpsc::UnboundedSender<Call>,
     inbound: Streaming<v1::Event>,
     subscribed: v1::Subscribed,
+    /// The master this session is with (`http://host:port`).
+    uri: String,
     /// Keeps the connection's service alive for as long as the session.
     _client: SchedulerServiceClient<Channel>,
 }
@@ -64,6 +74,8 @@ struct Session {
 enum ConnectError {
     /// Worth retrying: the master is unreachable, slow, or not leading.
     Transient(String),
+    /// The master does not lead and named the leader: try it at once.
+    Redirect(String),
     /// The master refused the framework; resubscribing cannot help.
     Refused(String),
 }
@@ -113,12 +125,18 @@ impl Driver {
 
     pub(crate) async fn run(mut self) {
         let mut attempt = 0u32;
+        let mut redirects = 0u32;
+        let mut tried = String::new();
         let stop = loop {
             let framework = self.framework_info();
             let resubscribing = !framework.id.is_empty();
             let connected = {
-                let connecting =
-                    connect(&mut self.detector, framework, self.config.connect_timeout);
+                let connecting = connect(
+                    &mut self.detector,
+                    framework,
+                    self.config.connect_timeout,
+                    &mut tried,
+                );
                 tokio::pin!(connecting);
                 loop {
                     tokio::select! {
@@ -140,9 +158,18 @@ impl Driver {
                     let _ = self.events.send(Event::Error(message.clone()));
                     break Stop::Refused(message);
                 }
-                Ok(Err(ConnectError::Transient(reason))) => reason,
+                Ok(Err(ConnectError::Redirect(reason))) if redirects < MAX_REDIRECTS => {
+                    redirects += 1;
+                    tracing::info!(%reason, "going to the leading master");
+                    continue;
+                }
+                Ok(Err(ConnectError::Redirect(reason) | ConnectError::Transient(reason))) => {
+                    redirects = 0;
+                    reason
+                }
                 Ok(Ok(session)) => {
                     attempt = 0;
+                    redirects = 0;
                     match self.run_session(session, resubscribing).await {
                         SessionEnd::Stop(stop) => break stop,
                         SessionEnd::Reconnect(reason) => reason,
@@ -159,7 +186,7 @@ impl Driver {
             {
                 break Stop::ReceiverDropped;
             }
-            if let Some(stop) = self.wait(retry_in).await {
+            if let Some(stop) = self.wait(retry_in, &tried).await {
                 break stop;
             }
         };
@@ -176,9 +203,12 @@ impl Driver {
         framework
     }
 
-    /// Sleeps between two connection attempts, answering commands.
-    async fn wait(&mut self, delay: Duration) -> Option<Stop> {
-        let until = Instant::now() + delay;
+    /// Sleeps between two connection attempts, answering commands. A new
+    /// leader (other than `tried`) cuts the sleep short, to a random
+    /// fraction of a second.
+    async fn wait(&mut self, delay: Duration, tried: &str) -> Option<Stop> {
+        let mut until = Instant::now() + delay;
+        let mut new_leader = false;
         loop {
             tokio::select! {
                 biased;
@@ -189,6 +219,11 @@ impl Driver {
                 }
                 _ = tokio::time::sleep_until(until) => return None,
                 _ = self.events.closed() => return Some(Stop::ReceiverDropped),
+                _ = self.detector.leader_other_than(tried), if !new_leader => {
+                    new_leader = true;
+                    let jitter = NEW_LEADER_JITTER.mul_f64(rand::random::<f64>());
+                    until = until.min(Instant::now() + jitter);
+                }
             }
         }
     }
@@ -246,6 +281,7 @@ impl Driver {
     /// Delivers the master's events until the session ends.
     async fn read_events(&mut self, session: &mut Session, silence: Duration) -> SessionEnd {
         let mut deadline = Instant::now() + silence;
+        let uri = session.uri.clone();
         // The master closes a stream on purpose, with no hope of coming back,
         // by sending `error` and then ending the stream.
         let mut last_error: Option<String> = None;
@@ -292,6 +328,11 @@ impl Driver {
                         "no word from the master for {:.1} s ({} heartbeat intervals)",
                         silence.as_secs_f64(),
                         self.config.missed_heartbeats
+                    ));
+                }
+                _ = self.detector.leader_other_than(&uri) => {
+                    return SessionEnd::Reconnect(format!(
+                        "the leading master changed; leaving {uri}"
                     ));
                 }
                 _ = self.events.closed() => return SessionEnd::Stop(Stop::ReceiverDropped),
@@ -432,8 +473,10 @@ async fn connect(
     detector: &mut MasterDetector,
     framework: FrameworkInfo,
     timeout: Duration,
+    tried: &mut String,
 ) -> Result<Session, ConnectError> {
     let uri = detector.leader().await.map_err(ConnectError::Transient)?;
+    tried.clone_from(&uri);
     let endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|e| ConnectError::Transient(format!("bad master address {uri}: {e}")))?
         .connect_timeout(timeout)
@@ -475,6 +518,12 @@ async fn connect(
                 "the master at {uri} refused subscribe: {}",
                 describe_status(&status)
             );
+            if status.code() == Code::Unavailable
+                && let Some(leader) = leader_hint(&status)
+                && detector.redirect(&leader).is_some_and(|next| next != uri)
+            {
+                return Err(ConnectError::Redirect(what));
+            }
             return Err(match status.code() {
                 Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated => {
                     ConnectError::Refused(what)
@@ -489,6 +538,7 @@ async fn connect(
             calls: calls_tx,
             inbound,
             subscribed,
+            uri,
             _client: client,
         }),
         Some(event::Event::Error(e)) => Err(ConnectError::Refused(e.message)),

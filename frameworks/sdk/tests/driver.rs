@@ -576,7 +576,7 @@ async fn t53_calls_before_the_first_subscription_are_refused() {
 
 #[tokio::test]
 async fn t54_bad_configuration_is_refused_at_start() {
-    let err = Scheduler::start(SchedulerConfig::new("zk://z1:2181/agora", "x")).unwrap_err();
+    let err = Scheduler::start(SchedulerConfig::new("zk://z1:2181", "x")).unwrap_err();
     assert!(matches!(err, SchedulerError::InvalidMaster { .. }), "{err}");
     let master = FakeMaster::start().await;
     let (scheduler, _events, _id) = start(&master).await;

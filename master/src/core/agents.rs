@@ -2,6 +2,7 @@
 //! heartbeats, status updates, disconnection and unreachability.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use agora_proto::v1::{
     self, FrameworkInfo, RegisterAgent, StatusReason, TaskState, TaskStatus, agent_message, event,
@@ -10,7 +11,7 @@ use agora_proto::v1::{
 use agora_proto::{Resources, is_terminal, transition};
 
 use super::validation::validate_id;
-use super::{Agent, AgentStatus, ConnId, Framework, MasterCore, Now, RegistryOp, Task};
+use super::{Agent, AgentStatus, ConnId, Framework, Map, MasterCore, Now, RegistryOp, Set, Task};
 
 impl MasterCore {
     /// An agent opened a session with `register`.
@@ -41,7 +42,7 @@ impl MasterCore {
         }
         // Outstanding offers on the agent are void: its resources are counted
         // afresh from what it reports.
-        let offer_ids: Vec<String> = self
+        let offer_ids: Vec<Arc<str>> = self
             .agents
             .get(&id)
             .map(|a| a.offers.iter().cloned().collect())
@@ -70,7 +71,7 @@ impl MasterCore {
             recover_deadline: None,
             registered_at: now.unix,
             tasks: BTreeSet::new(),
-            offers: HashSet::new(),
+            offers: Set::default(),
         });
         agent.info = info.clone();
         agent.total = total.clone();
@@ -252,7 +253,7 @@ impl MasterCore {
                     ?was, "learned task from agent");
                 fw.tasks.insert(
                     task_id.clone(),
-                    Task {
+                    Box::new(Task {
                         id: task_id.clone(),
                         framework_id: fw_id.clone(),
                         agent_id: agent_id.to_string(),
@@ -264,10 +265,10 @@ impl MasterCore {
                         pending_ack: None,
                         released: is_terminal(state),
                         kill_pending: None,
-                        container: reported.container.clone(),
+                        container: reported.container.clone().map(Box::new),
                         labels: reported.labels.clone(),
                         staged_at: now.unix,
-                    },
+                    }),
                 );
             }
         }
@@ -328,9 +329,9 @@ impl MasterCore {
                 failover_deadline: Some(now.instant + wait),
                 registered_at: now.unix,
                 disconnected_at: Some(now.unix),
-                tasks: HashMap::new(),
+                tasks: Map::default(),
                 completed: Default::default(),
-                offers: HashSet::new(),
+                offers: Set::default(),
                 next_heartbeat: now.instant,
             },
         );
@@ -357,24 +358,27 @@ impl MasterCore {
     /// Status updates from an agent: record them and forward them to their
     /// frameworks.
     fn status_updates(&mut self, agent_id: &str, statuses: Vec<TaskStatus>, now: Now) {
-        let mut forward: HashMap<String, Vec<TaskStatus>> = HashMap::new();
+        // By framework, in order of first appearance. An agent's batch
+        // rarely spans more than a few frameworks: a short list beats a map.
+        let mut forward: Vec<(String, Vec<TaskStatus>)> = Vec::new();
         let mut self_acks = Vec::new();
         for mut s in statuses {
-            s.agent_id = agent_id.to_string();
-            let fw_id = s.framework_id.clone();
-            if self.removed_framework_ids.contains(&fw_id) {
+            if s.agent_id != agent_id {
+                s.agent_id = agent_id.to_string();
+            }
+            if self.removed_framework_ids.contains(&s.framework_id) {
                 // Nobody is left to acknowledge it: the master does.
                 if !s.uuid.is_empty() {
                     self_acks.push(v1::Acknowledgement {
-                        framework_id: fw_id,
-                        task_id: s.task_id.clone(),
-                        uuid: s.uuid.clone(),
+                        framework_id: s.framework_id,
+                        task_id: s.task_id,
+                        uuid: s.uuid,
                     });
                 }
                 continue;
             }
-            let Some(fw) = self.frameworks.get_mut(&fw_id) else {
-                tracing::debug!(framework_id = %fw_id, task_id = %s.task_id,
+            let Some(fw) = self.frameworks.get_mut(&s.framework_id) else {
+                tracing::debug!(framework_id = %s.framework_id, task_id = %s.task_id,
                     "update for an unknown framework; the agent will resend it");
                 continue;
             };
@@ -384,21 +388,30 @@ impl MasterCore {
                     Ok(next) => task.state = next,
                     Err(e) => tracing::debug!(task_id = %s.task_id, "{e}; forwarding anyway"),
                 }
-                task.status = Some(s.clone());
                 task.pending_ack = (!s.uuid.is_empty()).then(|| s.uuid.clone());
+                task.status = Some(s.clone());
                 if is_terminal(state) && !task.released {
                     task.released = true;
                     let (role, resources) = (task.role.clone(), task.resources.clone());
-                    self.allocator
-                        .recover(&fw_id, &role, agent_id, &resources, None, now.instant);
+                    self.allocator.recover(
+                        &s.framework_id,
+                        &role,
+                        agent_id,
+                        &resources,
+                        None,
+                        now.instant,
+                    );
                     self.want_allocation();
                 }
                 let settled = is_terminal(state) && s.uuid.is_empty();
                 if settled {
-                    self.complete_task(&fw_id, &s.task_id);
+                    self.complete_task(&s.framework_id, &s.task_id);
                 }
             }
-            forward.entry(fw_id).or_default().push(s);
+            match forward.iter_mut().rev().find(|(f, _)| *f == s.framework_id) {
+                Some((_, list)) => list.push(s),
+                None => forward.push((s.framework_id.clone(), vec![s])),
+            }
         }
         if !self_acks.is_empty() {
             self.send_to_agent(
@@ -428,7 +441,7 @@ impl MasterCore {
             self.allocator.set_agent_active(&agent_id, false);
         }
         tracing::info!(agent_id = %agent_id, "agent disconnected; rescinding its offers");
-        let offer_ids: Vec<String> = agent.offers.iter().cloned().collect();
+        let offer_ids: Vec<Arc<str>> = agent.offers.iter().cloned().collect();
         for id in offer_ids {
             self.remove_offer(&id, None, true, now);
         }
@@ -467,7 +480,7 @@ impl MasterCore {
             self.outbox.close.push(conn);
         }
         agent.status = AgentStatus::Unreachable;
-        let offer_ids: Vec<String> = agent.offers.iter().cloned().collect();
+        let offer_ids: Vec<Arc<str>> = agent.offers.iter().cloned().collect();
         let tasks: Vec<(String, String)> = agent.tasks.iter().cloned().collect();
         for id in offer_ids {
             self.remove_offer(&id, None, true, now);

@@ -1,7 +1,8 @@
 //! Frameworks: subscription, failover, calls (accept, decline, revive,
 //! suppress, kill, acknowledge, reconcile, teardown) and removal.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use agora_proto::v1::{
@@ -11,7 +12,7 @@ use agora_proto::v1::{
 use agora_proto::{Resources, is_terminal};
 
 use super::validation::{validate_framework, validate_task};
-use super::{ConnId, Framework, MasterCore, Now, RegistryOp, RemovedFramework, Task};
+use super::{ConnId, Framework, Map, MasterCore, Now, RegistryOp, RemovedFramework, Set, Task};
 
 /// How a refuse filter is read from a call: the given seconds (0 or less:
 /// none), else the default.
@@ -75,9 +76,9 @@ impl MasterCore {
                         failover_deadline: None,
                         registered_at: now.unix,
                         disconnected_at: None,
-                        tasks: HashMap::new(),
+                        tasks: Map::default(),
                         completed: Default::default(),
-                        offers: HashSet::new(),
+                        offers: Set::default(),
                         next_heartbeat: now.instant,
                     },
                 );
@@ -137,8 +138,8 @@ impl MasterCore {
                 for offer_id in decline.offer_ids {
                     if self
                         .offers
-                        .get(&offer_id)
-                        .is_some_and(|o| o.framework_id == fw_id)
+                        .get(offer_id.as_str())
+                        .is_some_and(|o| *o.framework_id == *fw_id)
                     {
                         self.remove_offer(&offer_id, refuse, false, now);
                     }
@@ -186,8 +187,8 @@ impl MasterCore {
         let mut problem: Option<String> = None;
         let mut offers = Vec::new();
         for offer_id in &accept.offer_ids {
-            match self.offers.get(offer_id) {
-                Some(o) if o.framework_id == fw_id => offers.push(o.clone()),
+            match self.offers.get(offer_id.as_str()) {
+                Some(o) if *o.framework_id == *fw_id => offers.push(o.clone()),
                 Some(_) => problem = Some(format!("offer {offer_id} belongs to another framework")),
                 None => {
                     problem = Some(format!(
@@ -209,7 +210,7 @@ impl MasterCore {
         // Offers are used up by an accept either way.
         for o in &offers {
             self.offers.remove(&o.id);
-            if let Some(agent) = self.agents.get_mut(&o.agent_id) {
+            if let Some(agent) = self.agents.get_mut(&*o.agent_id) {
                 agent.offers.remove(&o.id);
             }
             if let Some(fw) = self.frameworks.get_mut(fw_id) {
@@ -245,8 +246,8 @@ impl MasterCore {
             return;
         }
 
-        let agent_id = offers[0].agent_id.clone();
-        let role = offers[0].role.clone();
+        let agent_id = offers[0].agent_id.to_string();
+        let role = offers[0].role.to_string();
         let mut remaining = Resources::new();
         for o in &offers {
             remaining.add(&o.resources);
@@ -283,7 +284,7 @@ impl MasterCore {
                         pending_ack: None,
                         released: false,
                         kill_pending: None,
-                        container: t.container.clone(),
+                        container: t.container.clone().map(Box::new),
                         labels: t.labels.clone(),
                         staged_at: now.unix,
                     };
@@ -295,7 +296,7 @@ impl MasterCore {
                         .get_mut(fw_id)
                         .expect("framework exists")
                         .tasks
-                        .insert(t.task_id.clone(), task);
+                        .insert(t.task_id.clone(), Box::new(task));
                     launches.push(v1::LaunchTask {
                         framework_id: fw_id.to_string(),
                         task: Some(t),
@@ -366,7 +367,10 @@ impl MasterCore {
     }
 
     fn acknowledge(&mut self, fw_id: &str, ack: v1::Acknowledge) {
-        let mut by_agent: HashMap<String, Vec<v1::Acknowledgement>> = HashMap::new();
+        // By agent, in order of first appearance; a framework's batch comes
+        // from few agents at a time, mostly in runs of one agent.
+        let mut by_agent: Vec<(String, Vec<v1::Acknowledgement>)> = Vec::new();
+        let mut index: Map<String, usize> = Map::default();
         let mut settled = Vec::new();
         if let Some(fw) = self.frameworks.get_mut(fw_id) {
             for a in ack.acks {
@@ -381,14 +385,19 @@ impl MasterCore {
                         settled.push(a.task_id.clone());
                     }
                 }
-                by_agent
-                    .entry(a.agent_id.clone())
-                    .or_default()
-                    .push(v1::Acknowledgement {
-                        framework_id: fw_id.to_string(),
-                        task_id: a.task_id,
-                        uuid: a.uuid,
-                    });
+                let ack = v1::Acknowledgement {
+                    framework_id: fw_id.to_string(),
+                    task_id: a.task_id,
+                    uuid: a.uuid,
+                };
+                let i = match by_agent.last() {
+                    Some((last, _)) if *last == a.agent_id => by_agent.len() - 1,
+                    _ => *index.entry(a.agent_id).or_insert_with_key(|id| {
+                        by_agent.push((id.clone(), Vec::new()));
+                        by_agent.len() - 1
+                    }),
+                };
+                by_agent[i].1.push(ack);
             }
         }
         for task_id in settled {
@@ -420,7 +429,7 @@ impl MasterCore {
             s
         };
         let statuses: Vec<TaskStatus> = if reconcile.tasks.is_empty() {
-            fw.tasks.values().map(reconciled).collect()
+            fw.tasks.values().map(|t| reconciled(t)).collect()
         } else {
             reconcile
                 .tasks
@@ -452,6 +461,19 @@ impl MasterCore {
                 })
                 .collect()
         };
+        // After a failover, a task the master does not know may be on an
+        // agent that has not reregistered yet: say nothing about it (as
+        // Mesos does); the agent's report settles it.
+        let recovering = |agent_id: &str| {
+            let is = |a: &super::Agent| a.status == super::AgentStatus::Recovering;
+            if agent_id.is_empty() {
+                self.agents.values().any(is)
+            } else {
+                self.agents.get(agent_id).is_some_and(is)
+            }
+        };
+        let mut statuses = statuses;
+        statuses.retain(|s| s.state() != TaskState::TaskUnknown || !recovering(&s.agent_id));
         self.send_updates(fw_id, statuses);
     }
 
@@ -470,7 +492,7 @@ impl MasterCore {
         fw.disconnected_at = Some(now.unix);
         let timeout = Duration::from_secs_f64(fw.info.failover_timeout.clamp(0.0, 1e9));
         fw.failover_deadline = Some(now.instant + timeout);
-        let offer_ids: Vec<String> = fw.offers.iter().cloned().collect();
+        let offer_ids: Vec<Arc<str>> = fw.offers.iter().cloned().collect();
         tracing::info!(framework_id = %fw_id, failover_timeout = ?timeout, "framework disconnected");
         self.allocator.set_framework_active(&fw_id, false);
         for id in offer_ids {
@@ -506,7 +528,7 @@ impl MasterCore {
         tracing::info!(framework_id = %fw_id, %reason, "removing framework");
         for offer_id in fw.offers.drain() {
             if let Some(o) = self.offers.remove(&offer_id)
-                && let Some(agent) = self.agents.get_mut(&o.agent_id)
+                && let Some(agent) = self.agents.get_mut(&*o.agent_id)
             {
                 agent.offers.remove(&offer_id);
             }
@@ -531,9 +553,9 @@ impl MasterCore {
                     now,
                 ));
             }
-            tasks.push(task);
+            tasks.push(*task);
         }
-        tasks.extend(fw.completed.drain(..));
+        tasks.extend(fw.completed.drain(..).map(|t| *t));
         for agent_id in agents_to_tell {
             self.send_to_agent(
                 &agent_id,

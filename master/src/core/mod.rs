@@ -10,7 +10,8 @@ mod frameworks;
 pub mod validation;
 pub mod view;
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_allocator::{Allocator, AllocatorConfig};
@@ -22,6 +23,13 @@ use agora_proto::v1::{
 
 /// Identifies one gRPC stream (an agent session or a framework subscription).
 pub type ConnId = u64;
+
+/// The hash maps of the core: keyed by ids that clients choose, so seeded
+/// (no collision attacks), and with a hash several times faster than the
+/// standard one on short keys.
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// The hash sets of the core (see [`Map`]).
+pub type Set<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// The current time, as the actor read it from its clock.
 #[derive(Debug, Clone, Copy)]
@@ -120,7 +128,7 @@ pub struct Agent {
     pub registered_at: f64,
     /// The agent's tasks, as (framework id, task id).
     pub tasks: BTreeSet<(String, String)>,
-    pub offers: HashSet<String>,
+    pub offers: Set<Arc<str>>,
 }
 
 impl Agent {
@@ -153,7 +161,8 @@ pub struct Task {
     /// A kill asked for while the agent could not be told; sent when it
     /// reregisters.
     pub kill_pending: Option<Option<KillPolicy>>,
-    pub container: Option<ContainerInfo>,
+    /// Boxed: most tasks have none, and a task should stay small.
+    pub container: Option<Box<ContainerInfo>>,
     pub labels: Vec<v1::Label>,
     pub staged_at: f64,
 }
@@ -168,7 +177,7 @@ impl Task {
             state: self.state as i32,
             resources: self.resources.to_proto(),
             status: self.status.clone(),
-            container: self.container.clone(),
+            container: self.container.as_deref().cloned(),
             labels: self.labels.clone(),
             role: self.role.clone(),
         }
@@ -186,10 +195,12 @@ pub struct Framework {
     pub registered_at: f64,
     pub disconnected_at: Option<f64>,
     /// Active tasks, and ended ones whose final update is not acknowledged.
-    pub tasks: HashMap<String, Task>,
+    /// Boxed: the table stays small and growing it moves pointers, not
+    /// tasks.
+    pub tasks: Map<String, Box<Task>>,
     /// Ended and acknowledged tasks, newest last.
-    pub completed: VecDeque<Task>,
-    pub offers: HashSet<String>,
+    pub completed: VecDeque<Box<Task>>,
+    pub offers: Set<Arc<str>>,
     pub next_heartbeat: Instant,
 }
 
@@ -202,13 +213,14 @@ pub struct RemovedFramework {
     pub tasks: Vec<Task>,
 }
 
-/// An outstanding offer.
+/// An outstanding offer. The ids are shared with the allocator's and the
+/// agent's and framework's offer sets, not copied.
 #[derive(Debug, Clone)]
 pub struct Offer {
-    pub id: String,
-    pub framework_id: String,
-    pub agent_id: String,
-    pub role: String,
+    pub id: Arc<str>,
+    pub framework_id: Arc<str>,
+    pub agent_id: Arc<str>,
+    pub role: Arc<str>,
     pub resources: Resources,
     pub created: Instant,
 }
@@ -222,12 +234,17 @@ pub enum RegistryOp {
     RemoveAgent(String),
 }
 
+/// Merging stops once a message holds this many items: a burst then goes out
+/// as several messages of bounded size, which the receiver can start on
+/// while the rest is encoded, instead of one message of many megabytes.
+pub const MAX_MERGED: usize = 1024;
+
 /// What the core wants sent, per connection, in order. Consecutive messages
-/// of a batchable kind are merged into one.
+/// of a batchable kind are merged into one (up to [`MAX_MERGED`] items).
 #[derive(Debug, Default)]
 pub struct Outbox {
-    pub agents: HashMap<ConnId, Vec<MasterToAgent>>,
-    pub frameworks: HashMap<ConnId, Vec<Event>>,
+    pub agents: Map<ConnId, Vec<MasterToAgent>>,
+    pub frameworks: Map<ConnId, Vec<Event>>,
     /// Streams to end (after their messages are sent).
     pub close: Vec<ConnId>,
     pub registry: Vec<RegistryOp>,
@@ -246,7 +263,7 @@ impl Outbox {
         let queue = self.agents.entry(conn).or_default();
         if let Some(last) = queue.last_mut().and_then(|m| m.message.as_mut()) {
             match (last, msg) {
-                (M::RunTasks(a), M::RunTasks(b)) => {
+                (M::RunTasks(a), M::RunTasks(b)) if a.launches.len() < MAX_MERGED => {
                     for f in b.frameworks {
                         if !a.frameworks.iter().any(|x| x.id == f.id) {
                             a.frameworks.push(f);
@@ -254,12 +271,35 @@ impl Outbox {
                     }
                     a.launches.extend(b.launches);
                 }
-                (M::KillTasks(a), M::KillTasks(b)) => a.kills.extend(b.kills),
-                (M::Acknowledge(a), M::Acknowledge(b)) => a.acks.extend(b.acks),
+                (M::KillTasks(a), M::KillTasks(b)) if a.kills.len() < MAX_MERGED => {
+                    a.kills.extend(b.kills)
+                }
+                (M::Acknowledge(a), M::Acknowledge(b)) if a.acks.len() < MAX_MERGED => {
+                    a.acks.extend(b.acks)
+                }
                 (_, msg) => queue.push(MasterToAgent { message: Some(msg) }),
             }
         } else {
             queue.push(MasterToAgent { message: Some(msg) });
+        }
+    }
+
+    /// One offer to a framework: joins the `offers` event at the end of its
+    /// queue, or starts one.
+    pub fn offer(&mut self, conn: ConnId, offer: v1::Offer) {
+        let queue = self.frameworks.entry(conn).or_default();
+        if let Some(Event {
+            event: Some(event::Event::Offers(o)),
+        }) = queue.last_mut()
+            && o.offers.len() < MAX_MERGED
+        {
+            o.offers.push(offer);
+        } else {
+            queue.push(Event {
+                event: Some(event::Event::Offers(v1::Offers {
+                    offers: vec![offer],
+                })),
+            });
         }
     }
 
@@ -268,9 +308,15 @@ impl Outbox {
         let queue = self.frameworks.entry(conn).or_default();
         if let Some(last) = queue.last_mut().and_then(|m| m.event.as_mut()) {
             match (last, ev) {
-                (E::Offers(a), E::Offers(b)) => a.offers.extend(b.offers),
-                (E::Rescind(a), E::Rescind(b)) => a.offer_ids.extend(b.offer_ids),
-                (E::Updates(a), E::Updates(b)) => a.statuses.extend(b.statuses),
+                (E::Offers(a), E::Offers(b)) if a.offers.len() < MAX_MERGED => {
+                    a.offers.extend(b.offers)
+                }
+                (E::Rescind(a), E::Rescind(b)) if a.offer_ids.len() < MAX_MERGED => {
+                    a.offer_ids.extend(b.offer_ids)
+                }
+                (E::Updates(a), E::Updates(b)) if a.statuses.len() < MAX_MERGED => {
+                    a.statuses.extend(b.statuses)
+                }
                 (_, ev) => queue.push(Event { event: Some(ev) }),
             }
         } else {
@@ -284,17 +330,22 @@ pub struct MasterCore {
     pub(crate) config: CoreConfig,
     pub(crate) info: MasterInfo,
     pub(crate) allocator: Allocator,
-    pub(crate) agents: HashMap<String, Agent>,
-    pub(crate) agent_conns: HashMap<ConnId, String>,
-    pub(crate) frameworks: HashMap<String, Framework>,
-    pub(crate) framework_conns: HashMap<ConnId, String>,
+    pub(crate) agents: Map<String, Agent>,
+    pub(crate) agent_conns: Map<ConnId, String>,
+    pub(crate) frameworks: Map<String, Framework>,
+    pub(crate) framework_conns: Map<ConnId, String>,
     /// Ids of every framework removed (so their stragglers are settled).
-    pub(crate) removed_framework_ids: HashSet<String>,
+    pub(crate) removed_framework_ids: Set<String>,
     pub(crate) removed_frameworks: VecDeque<RemovedFramework>,
-    pub(crate) offers: HashMap<String, Offer>,
+    pub(crate) offers: Map<Arc<str>, Offer>,
     next_agent: u64,
     next_framework: u64,
     next_offer: u64,
+    /// `<master id>-O`, the start of every offer id.
+    offer_prefix: String,
+    /// The allocator's decisions, kept between cycles so that each cycle
+    /// reuses the same vector.
+    allocations: Vec<agora_allocator::Allocation>,
     /// Something freed resources or changed who wants them.
     allocation_wanted: bool,
     last_allocation: Option<Instant>,
@@ -304,20 +355,23 @@ pub struct MasterCore {
 
 impl MasterCore {
     pub fn new(info: MasterInfo, config: CoreConfig, allocator: AllocatorConfig, now: Now) -> Self {
+        let offer_prefix = format!("{}-O", info.id);
         MasterCore {
             config,
             info,
             allocator: Allocator::new(allocator),
-            agents: HashMap::new(),
-            agent_conns: HashMap::new(),
-            frameworks: HashMap::new(),
-            framework_conns: HashMap::new(),
-            removed_framework_ids: HashSet::new(),
+            agents: Map::default(),
+            agent_conns: Map::default(),
+            frameworks: Map::default(),
+            framework_conns: Map::default(),
+            removed_framework_ids: Set::default(),
             removed_frameworks: VecDeque::new(),
-            offers: HashMap::new(),
+            offers: Map::default(),
             next_agent: 0,
             next_framework: 0,
             next_offer: 0,
+            offer_prefix,
+            allocations: Vec::new(),
             allocation_wanted: false,
             last_allocation: None,
             started_at: now.unix,
@@ -364,7 +418,7 @@ impl MasterCore {
                     recover_deadline: Some(now.instant + self.config.agent_reregister_timeout),
                     registered_at: now.unix,
                     tasks: BTreeSet::new(),
-                    offers: HashSet::new(),
+                    offers: Set::default(),
                 },
             );
         }
@@ -382,10 +436,14 @@ impl MasterCore {
         id
     }
 
-    fn new_offer_id(&mut self) -> String {
-        let id = format!("{}-O{}", self.info.id, self.next_offer);
+    /// `<master id>-O<n>`, written straight into one shared string.
+    fn new_offer_id(&mut self) -> Arc<str> {
+        use std::fmt::Write;
+        let mut id = String::with_capacity(self.offer_prefix.len() + 20);
+        id.push_str(&self.offer_prefix);
+        let _ = write!(id, "{}", self.next_offer);
         self.next_offer += 1;
-        id
+        Arc::from(id)
     }
 
     /// Asks for an allocation cycle soon (after the current batch of input).
@@ -404,15 +462,21 @@ impl MasterCore {
 
     /// Runs one allocation cycle and turns its decisions into offers.
     /// Returns how many offers were made.
+    ///
+    /// Per offer: one lookup of the framework and one of the agent, the ids
+    /// shared (not copied) between the offer record and the agent's and
+    /// framework's offer sets, and the offer message appended to the
+    /// framework's pending `offers` event.
     pub fn allocate(&mut self, now: Now) -> usize {
         self.allocation_wanted = false;
         self.last_allocation = Some(now.instant);
-        let allocations = self.allocator.allocate(now.instant);
+        let mut allocations = std::mem::take(&mut self.allocations);
+        allocations.clear();
+        self.allocator.allocate_into(now.instant, &mut allocations);
         let mut made = 0;
-        for a in allocations {
+        for a in allocations.drain(..) {
             let conn = self.frameworks.get(&*a.framework_id).and_then(|f| f.conn);
-            let agent = self.agents.get(&*a.agent_id);
-            let (Some(conn), Some(agent)) = (conn, agent) else {
+            let (Some(conn), true) = (conn, self.agents.contains_key(&*a.agent_id)) else {
                 // The allocator should not offer to a framework or agent that
                 // cannot take it; give the resources back.
                 tracing::warn!(framework_id = %a.framework_id, agent_id = %a.agent_id,
@@ -427,47 +491,68 @@ impl MasterCore {
                 );
                 continue;
             };
+            let id = self.new_offer_id();
+            let Some(agent) = self.agents.get_mut(&*a.agent_id) else {
+                continue;
+            };
             let offer = v1::Offer {
-                id: String::new(),
-                framework_id: a.framework_id.to_string(),
-                agent_id: a.agent_id.to_string(),
+                id: String::from(&*id),
+                framework_id: String::from(&*a.framework_id),
+                agent_id: String::from(&*a.agent_id),
                 hostname: agent.info.hostname.clone(),
                 resources: a.resources.to_proto(),
                 attributes: agent.info.attributes.clone(),
-                role: a.role.to_string(),
+                role: String::from(&*a.role),
                 agent_http_address: agent.info.http_address.clone(),
             };
-            let id = self.new_offer_id();
-            let offer = v1::Offer {
-                id: id.clone(),
-                ..offer
-            };
+            agent.offers.insert(id.clone());
+            if let Some(fw) = self.frameworks.get_mut(&*a.framework_id) {
+                fw.offers.insert(id.clone());
+            }
             self.offers.insert(
                 id.clone(),
                 Offer {
-                    id: id.clone(),
-                    framework_id: a.framework_id.to_string(),
-                    agent_id: a.agent_id.to_string(),
-                    role: a.role.to_string(),
+                    id,
+                    framework_id: a.framework_id,
+                    agent_id: a.agent_id,
+                    role: a.role,
                     resources: a.resources,
                     created: now.instant,
                 },
             );
-            if let Some(agent) = self.agents.get_mut(&*a.agent_id) {
-                agent.offers.insert(id.clone());
-            }
-            if let Some(fw) = self.frameworks.get_mut(&*a.framework_id) {
-                fw.offers.insert(id);
-            }
-            self.outbox.to_framework(
-                conn,
-                event::Event::Offers(v1::Offers {
-                    offers: vec![offer],
-                }),
-            );
+            self.outbox.offer(conn, offer);
             made += 1;
         }
+        self.allocations = allocations;
         made
+    }
+
+    /// Filters an agent's resources for a framework for `refuse`, in each of
+    /// its roles, as declining an offer of all of them would. For simulations
+    /// and benchmarks that need, at once, the filters that hours of declines
+    /// leave behind. Unknown agents or frameworks are ignored.
+    pub fn install_refuse_filter(
+        &mut self,
+        framework_id: &str,
+        agent_id: &str,
+        refuse: Duration,
+        now: Now,
+    ) {
+        let (Some(agent), Some(fw)) =
+            (self.agents.get(agent_id), self.frameworks.get(framework_id))
+        else {
+            return;
+        };
+        for role in &fw.roles {
+            self.allocator.recover(
+                framework_id,
+                role,
+                agent_id,
+                &agent.total,
+                Some(refuse),
+                now.instant,
+            );
+        }
     }
 
     /// Removes an offer and gives its resources back to the allocator
@@ -481,10 +566,10 @@ impl MasterCore {
         now: Now,
     ) -> Option<Offer> {
         let offer = self.offers.remove(offer_id)?;
-        if let Some(agent) = self.agents.get_mut(&offer.agent_id) {
+        if let Some(agent) = self.agents.get_mut(&*offer.agent_id) {
             agent.offers.remove(offer_id);
         }
-        let conn = match self.frameworks.get_mut(&offer.framework_id) {
+        let conn = match self.frameworks.get_mut(&*offer.framework_id) {
             Some(fw) => {
                 fw.offers.remove(offer_id);
                 fw.conn
@@ -517,7 +602,7 @@ impl MasterCore {
         self.expire_agents(now);
         self.expire_frameworks(now);
         if let Some(timeout) = self.config.offer_timeout {
-            let old: Vec<String> = self
+            let old: Vec<Arc<str>> = self
                 .offers
                 .values()
                 .filter(|o| now.instant >= o.created + timeout)

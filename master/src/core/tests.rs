@@ -735,3 +735,39 @@ fn invalid_agent_resources_are_refused() {
     );
     assert!(out.close.contains(&1));
 }
+
+#[test]
+fn reconciliation_waits_for_agents_that_have_not_reregistered_after_a_failover() {
+    let mut h = Harness::new();
+    h.core.recover(
+        vec![],
+        vec![v1::AgentInfo {
+            id: "old-S0".into(),
+            hostname: "host1".into(),
+            resources: Resources::parse("cpus:1;mem:64").unwrap().to_proto(),
+            ..Default::default()
+        }],
+        h.now,
+    );
+    h.framework(10, &["*"], 100.0);
+    let ask = |task: &str, agent: &str| {
+        call::Call::Reconcile(v1::Reconcile {
+            tasks: vec![v1::reconcile::TaskRef {
+                task_id: task.into(),
+                agent_id: agent.into(),
+            }],
+        })
+    };
+    // The agent of the task has not reregistered: no answer yet.
+    h.call(10, ask("t1", "old-S0"));
+    assert!(Harness::updates(&h.core.take_outbox(), 10).is_empty());
+    h.call(10, ask("t1", ""));
+    assert!(Harness::updates(&h.core.take_outbox(), 10).is_empty());
+    // Once it is back, a task it does not report is unknown.
+    h.reregister(1, "old-S0", &[]);
+    h.core.take_outbox();
+    h.call(10, ask("t1", "old-S0"));
+    let u = Harness::updates(&h.core.take_outbox(), 10);
+    assert_eq!(u.len(), 1);
+    assert_eq!(u[0].state(), TaskState::TaskUnknown);
+}

@@ -72,10 +72,10 @@ pub fn task_json(t: &Task) -> Value {
 
 fn offer_json(o: &Offer) -> Value {
     json!({
-        "id": o.id,
-        "framework_id": o.framework_id,
-        "agent_id": o.agent_id,
-        "role": o.role,
+        "id": &*o.id,
+        "framework_id": &*o.framework_id,
+        "agent_id": &*o.agent_id,
+        "role": &*o.role,
         "resources": resources_json(&o.resources),
     })
 }
@@ -126,7 +126,7 @@ impl MasterCore {
     }
 
     fn framework_json(&self, f: &Framework) -> Value {
-        let mut tasks: Vec<&Task> = f.tasks.values().collect();
+        let mut tasks: Vec<&Task> = f.tasks.values().map(|t| &**t).collect();
         tasks.sort_by(|a, b| a.staged_at.total_cmp(&b.staged_at).then(a.id.cmp(&b.id)));
         let mut used = Resources::new();
         for t in f.tasks.values().filter(|t| !t.released) {
@@ -153,7 +153,7 @@ impl MasterCore {
             "dominant_share": self.allocator.framework_share(&f.info.id),
             "used_resources": resources_json(&used),
             "tasks": tasks.into_iter().map(task_json).collect::<Vec<_>>(),
-            "completed_tasks": f.completed.iter().rev().map(task_json).collect::<Vec<_>>(),
+            "completed_tasks": f.completed.iter().rev().map(|t| task_json(t)).collect::<Vec<_>>(),
             "offers": offers.into_iter().map(offer_json).collect::<Vec<_>>(),
         })
     }
