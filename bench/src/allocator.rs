@@ -197,8 +197,8 @@ pub fn run(args: &AllocatorArgs) -> anyhow::Result<AllocatorReport> {
             .frameworks
             .get(&conn)
             .and_then(|events| events.first())
-            .and_then(|e| match &e.event {
-                Some(event::Event::Subscribed(s)) => Some(s.framework_id.clone()),
+            .and_then(|e| match e.to_event().event {
+                Some(event::Event::Subscribed(s)) => Some(s.framework_id),
                 _ => None,
             })
             .ok_or_else(|| anyhow::anyhow!("framework {f} was not subscribed"))?;
@@ -262,8 +262,8 @@ fn decline_all(core: &mut MasterCore, outbox: agora_master::core::Outbox, now: N
     for (conn, events) in outbox.frameworks {
         let offer_ids: Vec<String> = events
             .into_iter()
-            .filter_map(|e| match e.event {
-                Some(event::Event::Offers(o)) => Some(o.offers),
+            .filter_map(|e| match e {
+                agora_master::core::OutEvent::Offers(o) => Some(o.decode()),
                 _ => None,
             })
             .flatten()

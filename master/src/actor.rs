@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use agora_proto::v1::{Event, MasterToAgent, RegisterAgent, Subscribe, agent_message, call};
+use agora_proto::v1::{MasterToAgent, RegisterAgent, Subscribe, agent_message, call};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::core::{ConnId, Counts, MasterCore, Now, RegistryOp};
+use crate::core::{ConnId, Counts, MasterCore, Now, OutEvent, RegistryOp};
 use crate::metrics::Metrics;
 
 /// The sending half of a stream to an agent or a framework.
@@ -34,7 +34,7 @@ pub(crate) enum Input {
     FrameworkOpened {
         conn: ConnId,
         subscribe: Subscribe,
-        tx: StreamTx<Event>,
+        tx: StreamTx<OutEvent>,
         cancel: CancellationToken,
     },
     FrameworkCall {
@@ -75,7 +75,7 @@ pub(crate) fn now() -> Now {
 
 struct Streams {
     agents: HashMap<ConnId, (StreamTx<MasterToAgent>, CancellationToken)>,
-    frameworks: HashMap<ConnId, (StreamTx<Event>, CancellationToken)>,
+    frameworks: HashMap<ConnId, (StreamTx<OutEvent>, CancellationToken)>,
 }
 
 impl Streams {

@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agora_proto::v1::agent_service_server::AgentService;
-use agora_proto::v1::scheduler_service_server::SchedulerService;
-use agora_proto::v1::{AgentMessage, Call, Event, MasterInfo, MasterToAgent, agent_message, call};
+use agora_proto::v1::{AgentMessage, Call, MasterInfo, MasterToAgent, agent_message, call};
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +22,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::actor::Input;
-use crate::core::ConnId;
+use crate::core::{ConnId, OutEvent};
 use crate::leadership::{self, Role};
 
 /// The metadata key that names the leading master in a refusal.
@@ -155,7 +154,7 @@ struct SchedulerStream;
 
 impl StreamKind for SchedulerStream {
     type In = Call;
-    type Out = Event;
+    type Out = OutEvent;
     type First = agora_proto::v1::Subscribe;
 
     fn first(msg: Call) -> Result<Self::First, Status> {
@@ -170,7 +169,7 @@ impl StreamKind for SchedulerStream {
     fn opened(
         conn: ConnId,
         subscribe: Self::First,
-        tx: mpsc::UnboundedSender<Result<Event, Status>>,
+        tx: mpsc::UnboundedSender<Result<OutEvent, Status>>,
         cancel: CancellationToken,
     ) -> Input {
         Input::FrameworkOpened {
@@ -285,17 +284,103 @@ impl AgentService for AgentSvc {
     }
 }
 
-pub(crate) struct SchedulerSvc(pub Services);
+/// The scheduler service (`agora.v1.SchedulerService`), served by hand
+/// rather than through the generated server so that its events go out
+/// through [`EventCodec`]: offers the core already encoded are written as
+/// they are, everything else is encoded by prost. Clients see exactly the
+/// generated `Event` stream.
+#[derive(Clone)]
+pub(crate) struct SchedulerServer {
+    pub services: Services,
+    pub max_message: usize,
+}
 
-#[tonic::async_trait]
-impl SchedulerService for SchedulerSvc {
-    type SubscribeStream = BoxStream<Event>;
+impl tonic::server::NamedService for SchedulerServer {
+    const NAME: &'static str = "agora.v1.SchedulerService";
+}
 
-    async fn subscribe(
-        &self,
-        request: Request<Streaming<Call>>,
-    ) -> Result<Response<Self::SubscribeStream>, Status> {
-        self.0.open::<SchedulerStream>(request).await
+impl<B> tower::Service<http::Request<B>> for SchedulerServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != "/agora.v1.SchedulerService/Subscribe" {
+            return Box::pin(async move {
+                let (parts, ()) = Status::unimplemented("no such method")
+                    .into_http::<()>()
+                    .into_parts();
+                Ok(http::Response::from_parts(
+                    parts,
+                    tonic::body::Body::empty(),
+                ))
+            });
+        }
+        let method = SubscribeMethod(self.services.clone());
+        let max = self.max_message;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(EventCodec)
+                .apply_max_message_size_config(Some(max), Some(max));
+            Ok(grpc.streaming(method, req).await)
+        })
+    }
+}
+
+struct SubscribeMethod(Services);
+
+impl tonic::server::StreamingService<Call> for SubscribeMethod {
+    type Response = OutEvent;
+    type ResponseStream = BoxStream<OutEvent>;
+    type Future = tonic::codegen::BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<Call>>) -> Self::Future {
+        let services = self.0.clone();
+        Box::pin(async move { services.open::<SchedulerStream>(request).await })
+    }
+}
+
+/// Decodes calls with prost; encodes events with [`OutEvent::encode`].
+struct EventCodec;
+
+impl tonic::codec::Codec for EventCodec {
+    type Encode = OutEvent;
+    type Decode = Call;
+    type Encoder = EventEncoder;
+    type Decoder = tonic_prost::ProstDecoder<Call>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EventEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::default()
+    }
+}
+
+struct EventEncoder;
+
+impl tonic::codec::Encoder for EventEncoder {
+    type Item = OutEvent;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: OutEvent,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("cannot encode an event: {e}")))
     }
 }
 

@@ -32,7 +32,6 @@ use agora_coord::{
 };
 use agora_proto::v1::MasterInfo;
 use agora_proto::v1::agent_service_server::AgentServiceServer;
-use agora_proto::v1::scheduler_service_server::SchedulerServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -287,11 +286,10 @@ pub async fn start(
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     )
-    .add_service(
-        SchedulerServiceServer::new(grpc::SchedulerSvc(services))
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
-    )
+    .add_service(grpc::SchedulerServer {
+        services,
+        max_message: MAX_MESSAGE,
+    })
     .prepare();
     let http_routes = http::routes(http::HttpContext {
         role: role_rx.clone(),

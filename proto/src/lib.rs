@@ -5,6 +5,7 @@ pub mod attributes;
 pub mod duration;
 pub mod resources;
 pub mod task_state;
+pub mod wire;
 
 /// The generated protobuf messages and gRPC services (`agora.v1`).
 #[allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]

@@ -2,7 +2,6 @@
 //! heartbeats, status updates, disconnection and unreachability.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 
 use agora_proto::v1::{
     self, FrameworkInfo, RegisterAgent, StatusReason, TaskState, TaskStatus, agent_message, event,
@@ -11,7 +10,7 @@ use agora_proto::v1::{
 use agora_proto::{Resources, is_terminal, transition};
 
 use super::validation::validate_id;
-use super::{Agent, AgentStatus, ConnId, Framework, Map, MasterCore, Now, RegistryOp, Set, Task};
+use super::{Agent, AgentStatus, ConnId, Framework, Map, MasterCore, Now, RegistryOp, Task};
 
 impl MasterCore {
     /// An agent opened a session with `register`.
@@ -42,13 +41,13 @@ impl MasterCore {
         }
         // Outstanding offers on the agent are void: its resources are counted
         // afresh from what it reports.
-        let offer_ids: Vec<Arc<str>> = self
+        let offers: Vec<u64> = self
             .agents
             .get(&id)
-            .map(|a| a.offers.iter().cloned().collect())
+            .map(|a| a.offers.clone())
             .unwrap_or_default();
-        for offer_id in offer_ids {
-            self.remove_offer(&offer_id, None, true, now);
+        for seq in offers {
+            self.remove_offer(seq, None, true, now);
         }
         let was = self.agents.get(&id).map(|a| a.status);
         if self.agents.get(&id).is_some_and(|a| a.in_allocator()) {
@@ -71,8 +70,12 @@ impl MasterCore {
             recover_deadline: None,
             registered_at: now.unix,
             tasks: BTreeSet::new(),
-            offers: Set::default(),
+            offers: Vec::new(),
+            offer_fields: Default::default(),
+            full_offer_fields: Default::default(),
         });
+        agent.offer_fields = super::wire::agent_offer_fields(&info);
+        agent.full_offer_fields = super::wire::agent_full_offer_fields(&agent.offer_fields, &total);
         agent.info = info.clone();
         agent.total = total.clone();
         agent.conn = Some(conn);
@@ -320,6 +323,7 @@ impl MasterCore {
             .max(self.config.agent_reregister_timeout);
         tracing::info!(framework_id = %id, "recovered framework; waiting for it to resubscribe");
         self.allocator.add_framework(&id, &roles, false);
+        let offer_field = super::wire::framework_offer_field(&id);
         self.frameworks.insert(
             id,
             Framework {
@@ -331,8 +335,8 @@ impl MasterCore {
                 disconnected_at: Some(now.unix),
                 tasks: Map::default(),
                 completed: Default::default(),
-                offers: Set::default(),
                 next_heartbeat: now.instant,
+                offer_field,
             },
         );
     }
@@ -441,9 +445,9 @@ impl MasterCore {
             self.allocator.set_agent_active(&agent_id, false);
         }
         tracing::info!(agent_id = %agent_id, "agent disconnected; rescinding its offers");
-        let offer_ids: Vec<Arc<str>> = agent.offers.iter().cloned().collect();
+        let offer_ids: Vec<u64> = agent.offers.clone();
         for id in offer_ids {
-            self.remove_offer(&id, None, true, now);
+            self.remove_offer(id, None, true, now);
         }
     }
 
@@ -480,10 +484,10 @@ impl MasterCore {
             self.outbox.close.push(conn);
         }
         agent.status = AgentStatus::Unreachable;
-        let offer_ids: Vec<Arc<str>> = agent.offers.iter().cloned().collect();
+        let offer_ids: Vec<u64> = agent.offers.clone();
         let tasks: Vec<(String, String)> = agent.tasks.iter().cloned().collect();
         for id in offer_ids {
-            self.remove_offer(&id, None, true, now);
+            self.remove_offer(id, None, true, now);
         }
         if in_allocator {
             self.allocator.remove_agent(agent_id);

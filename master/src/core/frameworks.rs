@@ -2,7 +2,6 @@
 //! suppress, kill, acknowledge, reconcile, teardown) and removal.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use agora_proto::v1::{
@@ -12,7 +11,7 @@ use agora_proto::v1::{
 use agora_proto::{Resources, is_terminal};
 
 use super::validation::{validate_framework, validate_task};
-use super::{ConnId, Framework, Map, MasterCore, Now, RegistryOp, RemovedFramework, Set, Task};
+use super::{ConnId, Framework, Map, MasterCore, Now, RegistryOp, RemovedFramework, Task};
 
 /// How a refuse filter is read from a call: the given seconds (0 or less:
 /// none), else the default.
@@ -78,8 +77,8 @@ impl MasterCore {
                         disconnected_at: None,
                         tasks: Map::default(),
                         completed: Default::default(),
-                        offers: Set::default(),
                         next_heartbeat: now.instant,
+                        offer_field: super::wire::framework_offer_field(&id),
                     },
                 );
             }
@@ -136,12 +135,13 @@ impl MasterCore {
             call::Call::Decline(decline) => {
                 let refuse = refuse(decline.filters.as_ref(), self.config.default_refuse);
                 for offer_id in decline.offer_ids {
-                    if self
-                        .offers
-                        .get(offer_id.as_str())
-                        .is_some_and(|o| *o.framework_id == *fw_id)
+                    if let Some(seq) = self.parse_offer_id(&offer_id)
+                        && self
+                            .offers
+                            .get(&seq)
+                            .is_some_and(|o| *o.framework_id == *fw_id)
                     {
-                        self.remove_offer(&offer_id, refuse, false, now);
+                        self.remove_offer(seq, refuse, false, now);
                     }
                 }
             }
@@ -185,10 +185,11 @@ impl MasterCore {
 
         // The offers: all must be valid, of this framework, one agent, one role.
         let mut problem: Option<String> = None;
-        let mut offers = Vec::new();
+        let mut seqs = Vec::with_capacity(accept.offer_ids.len());
         for offer_id in &accept.offer_ids {
-            match self.offers.get(offer_id.as_str()) {
-                Some(o) if *o.framework_id == *fw_id => offers.push(o.clone()),
+            let seq = self.parse_offer_id(offer_id);
+            match seq.and_then(|seq| self.offers.get(&seq)) {
+                Some(o) if *o.framework_id == *fw_id => seqs.push(o.seq),
                 Some(_) => problem = Some(format!("offer {offer_id} belongs to another framework")),
                 None => {
                     problem = Some(format!(
@@ -197,6 +198,11 @@ impl MasterCore {
                 }
             }
         }
+        // Offers are used up by an accept either way.
+        let offers: Vec<super::Offer> = seqs
+            .into_iter()
+            .filter_map(|seq| self.take_offer(seq))
+            .collect();
         if accept.offer_ids.is_empty() {
             problem = Some("the accept names no offers".into());
         }
@@ -205,16 +211,6 @@ impl MasterCore {
                 problem = Some("the accepted offers are on several agents".into());
             } else if offers.iter().any(|o| o.role != first.role) {
                 problem = Some("the accepted offers are allocated to several roles".into());
-            }
-        }
-        // Offers are used up by an accept either way.
-        for o in &offers {
-            self.offers.remove(&o.id);
-            if let Some(agent) = self.agents.get_mut(&*o.agent_id) {
-                agent.offers.remove(&o.id);
-            }
-            if let Some(fw) = self.frameworks.get_mut(fw_id) {
-                fw.offers.remove(&o.id);
             }
         }
         if let Some(problem) = problem {
@@ -492,11 +488,10 @@ impl MasterCore {
         fw.disconnected_at = Some(now.unix);
         let timeout = Duration::from_secs_f64(fw.info.failover_timeout.clamp(0.0, 1e9));
         fw.failover_deadline = Some(now.instant + timeout);
-        let offer_ids: Vec<Arc<str>> = fw.offers.iter().cloned().collect();
         tracing::info!(framework_id = %fw_id, failover_timeout = ?timeout, "framework disconnected");
         self.allocator.set_framework_active(&fw_id, false);
-        for id in offer_ids {
-            self.remove_offer(&id, None, false, now);
+        for seq in self.offers_of(&fw_id) {
+            self.remove_offer(seq, None, false, now);
         }
         if timeout.is_zero() {
             self.remove_framework(
@@ -526,12 +521,8 @@ impl MasterCore {
             return;
         };
         tracing::info!(framework_id = %fw_id, %reason, "removing framework");
-        for offer_id in fw.offers.drain() {
-            if let Some(o) = self.offers.remove(&offer_id)
-                && let Some(agent) = self.agents.get_mut(&*o.agent_id)
-            {
-                agent.offers.remove(&offer_id);
-            }
+        for seq in self.offers_of(fw_id) {
+            self.take_offer(seq);
         }
         // The allocator releases everything the framework held.
         self.allocator.remove_framework(fw_id);

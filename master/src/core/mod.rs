@@ -9,6 +9,7 @@ mod agents;
 mod frameworks;
 pub mod validation;
 pub mod view;
+pub mod wire;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use agora_proto::v1::{
     self, AgentInfo, ContainerInfo, Event, FrameworkInfo, KillPolicy, MasterInfo, MasterToAgent,
     TaskState, TaskStatus, event, master_to_agent,
 };
+pub use wire::{EncodedOffers, OutEvent};
 
 /// Identifies one gRPC stream (an agent session or a framework subscription).
 pub type ConnId = u64;
@@ -128,7 +130,12 @@ pub struct Agent {
     pub registered_at: f64,
     /// The agent's tasks, as (framework id, task id).
     pub tasks: BTreeSet<(String, String)>,
-    pub offers: Set<Arc<str>>,
+    /// Its outstanding offers (by number; at most one per role).
+    pub offers: Vec<u64>,
+    /// The fields every offer of this agent carries, encoded once.
+    pub offer_fields: bytes::Bytes,
+    /// Those fields followed by `total`: an offer of the whole agent.
+    pub full_offer_fields: bytes::Bytes,
 }
 
 impl Agent {
@@ -200,8 +207,9 @@ pub struct Framework {
     pub tasks: Map<String, Box<Task>>,
     /// Ended and acknowledged tasks, newest last.
     pub completed: VecDeque<Box<Task>>,
-    pub offers: Set<Arc<str>>,
     pub next_heartbeat: Instant,
+    /// The framework id field of its offers, encoded once.
+    pub offer_field: bytes::Bytes,
 }
 
 /// A framework the master removed, kept for `/state`.
@@ -213,11 +221,11 @@ pub struct RemovedFramework {
     pub tasks: Vec<Task>,
 }
 
-/// An outstanding offer. The ids are shared with the allocator's and the
-/// agent's and framework's offer sets, not copied.
+/// An outstanding offer. Its id on the wire is `<master id>-O<seq>`; the
+/// other ids are shared with the allocator's decision, not copied.
 #[derive(Debug, Clone)]
 pub struct Offer {
-    pub id: Arc<str>,
+    pub seq: u64,
     pub framework_id: Arc<str>,
     pub agent_id: Arc<str>,
     pub role: Arc<str>,
@@ -244,7 +252,7 @@ pub const MAX_MERGED: usize = 1024;
 #[derive(Debug, Default)]
 pub struct Outbox {
     pub agents: Map<ConnId, Vec<MasterToAgent>>,
-    pub frameworks: Map<ConnId, Vec<Event>>,
+    pub frameworks: Map<ConnId, Vec<OutEvent>>,
     /// Streams to end (after their messages are sent).
     pub close: Vec<ConnId>,
     pub registry: Vec<RegistryOp>,
@@ -284,43 +292,35 @@ impl Outbox {
         }
     }
 
-    /// One offer to a framework: joins the `offers` event at the end of its
-    /// queue, or starts one.
-    pub fn offer(&mut self, conn: ConnId, offer: v1::Offer) {
+    /// The encoded offers at the end of a framework's queue, to append one
+    /// to (a new batch when the last event is another kind, or full).
+    pub fn offers_for(&mut self, conn: ConnId) -> &mut EncodedOffers {
         let queue = self.frameworks.entry(conn).or_default();
-        if let Some(Event {
-            event: Some(event::Event::Offers(o)),
-        }) = queue.last_mut()
-            && o.offers.len() < MAX_MERGED
-        {
-            o.offers.push(offer);
-        } else {
-            queue.push(Event {
-                event: Some(event::Event::Offers(v1::Offers {
-                    offers: vec![offer],
-                })),
-            });
+        let open = matches!(queue.last(), Some(OutEvent::Offers(o)) if o.count < MAX_MERGED);
+        if !open {
+            queue.push(OutEvent::Offers(EncodedOffers::default()));
+        }
+        match queue.last_mut() {
+            Some(OutEvent::Offers(o)) => o,
+            _ => unreachable!("an offers batch was just ensured"),
         }
     }
 
     pub fn to_framework(&mut self, conn: ConnId, ev: event::Event) {
         use event::Event as E;
         let queue = self.frameworks.entry(conn).or_default();
-        if let Some(last) = queue.last_mut().and_then(|m| m.event.as_mut()) {
+        if let Some(OutEvent::Event(Event { event: Some(last) })) = queue.last_mut() {
             match (last, ev) {
-                (E::Offers(a), E::Offers(b)) if a.offers.len() < MAX_MERGED => {
-                    a.offers.extend(b.offers)
-                }
                 (E::Rescind(a), E::Rescind(b)) if a.offer_ids.len() < MAX_MERGED => {
                     a.offer_ids.extend(b.offer_ids)
                 }
                 (E::Updates(a), E::Updates(b)) if a.statuses.len() < MAX_MERGED => {
                     a.statuses.extend(b.statuses)
                 }
-                (_, ev) => queue.push(Event { event: Some(ev) }),
+                (_, ev) => queue.push(OutEvent::Event(Event { event: Some(ev) })),
             }
         } else {
-            queue.push(Event { event: Some(ev) });
+            queue.push(OutEvent::Event(Event { event: Some(ev) }));
         }
     }
 }
@@ -337,12 +337,15 @@ pub struct MasterCore {
     /// Ids of every framework removed (so their stragglers are settled).
     pub(crate) removed_framework_ids: Set<String>,
     pub(crate) removed_frameworks: VecDeque<RemovedFramework>,
-    pub(crate) offers: Map<Arc<str>, Offer>,
+    /// Outstanding offers, by number.
+    pub(crate) offers: Map<u64, Offer>,
     next_agent: u64,
     next_framework: u64,
     next_offer: u64,
     /// `<master id>-O`, the start of every offer id.
     offer_prefix: String,
+    /// Reused while encoding offers.
+    scratch: Vec<u8>,
     /// The allocator's decisions, kept between cycles so that each cycle
     /// reuses the same vector.
     allocations: Vec<agora_allocator::Allocation>,
@@ -371,6 +374,7 @@ impl MasterCore {
             next_framework: 0,
             next_offer: 0,
             offer_prefix,
+            scratch: Vec::new(),
             allocations: Vec::new(),
             allocation_wanted: false,
             last_allocation: None,
@@ -418,7 +422,9 @@ impl MasterCore {
                     recover_deadline: Some(now.instant + self.config.agent_reregister_timeout),
                     registered_at: now.unix,
                     tasks: BTreeSet::new(),
-                    offers: Set::default(),
+                    offers: Vec::new(),
+                    offer_fields: Default::default(),
+                    full_offer_fields: Default::default(),
                 },
             );
         }
@@ -436,14 +442,14 @@ impl MasterCore {
         id
     }
 
-    /// `<master id>-O<n>`, written straight into one shared string.
-    fn new_offer_id(&mut self) -> Arc<str> {
-        use std::fmt::Write;
-        let mut id = String::with_capacity(self.offer_prefix.len() + 20);
-        id.push_str(&self.offer_prefix);
-        let _ = write!(id, "{}", self.next_offer);
-        self.next_offer += 1;
-        Arc::from(id)
+    /// An offer's id on the wire.
+    pub fn offer_id(&self, seq: u64) -> String {
+        format!("{}{seq}", self.offer_prefix)
+    }
+
+    /// The number of an offer id this master (in this term) made.
+    pub fn parse_offer_id(&self, id: &str) -> Option<u64> {
+        id.strip_prefix(self.offer_prefix.as_str())?.parse().ok()
     }
 
     /// Asks for an allocation cycle soon (after the current batch of input).
@@ -463,10 +469,11 @@ impl MasterCore {
     /// Runs one allocation cycle and turns its decisions into offers.
     /// Returns how many offers were made.
     ///
-    /// Per offer: one lookup of the framework and one of the agent, the ids
-    /// shared (not copied) between the offer record and the agent's and
-    /// framework's offer sets, and the offer message appended to the
-    /// framework's pending `offers` event.
+    /// Per offer: one lookup of the framework and one of the agent, an
+    /// offer record keyed by number (its ids shared with the allocator's
+    /// decision, its resources moved from it), and the offer written once
+    /// as protobuf bytes onto the framework's pending `offers` event, from
+    /// pieces encoded when the agent and the framework arrived.
     pub fn allocate(&mut self, now: Now) -> usize {
         self.allocation_wanted = false;
         self.last_allocation = Some(now.instant);
@@ -475,8 +482,13 @@ impl MasterCore {
         self.allocator.allocate_into(now.instant, &mut allocations);
         let mut made = 0;
         for a in allocations.drain(..) {
-            let conn = self.frameworks.get(&*a.framework_id).and_then(|f| f.conn);
-            let (Some(conn), true) = (conn, self.agents.contains_key(&*a.agent_id)) else {
+            let fw = self
+                .frameworks
+                .get(&*a.framework_id)
+                .and_then(|f| Some((f.conn?, f.offer_field.clone())));
+            let (Some((conn, framework_field)), Some(agent)) =
+                (fw, self.agents.get_mut(&*a.agent_id))
+            else {
                 // The allocator should not offer to a framework or agent that
                 // cannot take it; give the resources back.
                 tracing::warn!(framework_id = %a.framework_id, agent_id = %a.agent_id,
@@ -491,28 +503,27 @@ impl MasterCore {
                 );
                 continue;
             };
-            let id = self.new_offer_id();
-            let Some(agent) = self.agents.get_mut(&*a.agent_id) else {
-                continue;
+            let seq = self.next_offer;
+            self.next_offer += 1;
+            agent.offers.push(seq);
+            let (fields, resources) = if a.resources == agent.total {
+                (&agent.full_offer_fields, None)
+            } else {
+                (&agent.offer_fields, Some(&a.resources))
             };
-            let offer = v1::Offer {
-                id: String::from(&*id),
-                framework_id: String::from(&*a.framework_id),
-                agent_id: String::from(&*a.agent_id),
-                hostname: agent.info.hostname.clone(),
-                resources: a.resources.to_proto(),
-                attributes: agent.info.attributes.clone(),
-                role: String::from(&*a.role),
-                agent_http_address: agent.info.http_address.clone(),
-            };
-            agent.offers.insert(id.clone());
-            if let Some(fw) = self.frameworks.get_mut(&*a.framework_id) {
-                fw.offers.insert(id.clone());
-            }
+            self.outbox.offers_for(conn).push(
+                &mut self.scratch,
+                &self.offer_prefix,
+                seq,
+                &framework_field,
+                fields,
+                &a.role,
+                resources,
+            );
             self.offers.insert(
-                id.clone(),
+                seq,
                 Offer {
-                    id,
+                    seq,
                     framework_id: a.framework_id,
                     agent_id: a.agent_id,
                     role: a.role,
@@ -520,7 +531,6 @@ impl MasterCore {
                     created: now.instant,
                 },
             );
-            self.outbox.offer(conn, offer);
             made += 1;
         }
         self.allocations = allocations;
@@ -560,22 +570,12 @@ impl MasterCore {
     /// when `notify` is set.
     pub(crate) fn remove_offer(
         &mut self,
-        offer_id: &str,
+        seq: u64,
         refuse: Option<Duration>,
         notify: bool,
         now: Now,
     ) -> Option<Offer> {
-        let offer = self.offers.remove(offer_id)?;
-        if let Some(agent) = self.agents.get_mut(&*offer.agent_id) {
-            agent.offers.remove(offer_id);
-        }
-        let conn = match self.frameworks.get_mut(&*offer.framework_id) {
-            Some(fw) => {
-                fw.offers.remove(offer_id);
-                fw.conn
-            }
-            None => None,
-        };
+        let offer = self.take_offer(seq)?;
         self.allocator.recover(
             &offer.framework_id,
             &offer.role,
@@ -585,15 +585,45 @@ impl MasterCore {
             now.instant,
         );
         self.want_allocation();
+        let conn = self
+            .frameworks
+            .get(&*offer.framework_id)
+            .and_then(|f| f.conn);
         if notify && let Some(conn) = conn {
+            let id = self.offer_id(seq);
             self.outbox.to_framework(
                 conn,
                 event::Event::Rescind(v1::Rescind {
-                    offer_ids: vec![offer_id.to_string()],
+                    offer_ids: vec![id],
                 }),
             );
         }
         Some(offer)
+    }
+
+    /// Takes an offer out of the book (its resources stay with the
+    /// allocator as allocated).
+    pub(crate) fn take_offer(&mut self, seq: u64) -> Option<Offer> {
+        let offer = self.offers.remove(&seq)?;
+        if let Some(agent) = self.agents.get_mut(&*offer.agent_id)
+            && let Some(i) = agent.offers.iter().position(|&s| s == seq)
+        {
+            agent.offers.swap_remove(i);
+        }
+        Some(offer)
+    }
+
+    /// The outstanding offers of a framework (a scan: used when it goes
+    /// away and for `/state`, never per offer).
+    pub(crate) fn offers_of(&self, framework_id: &str) -> Vec<u64> {
+        let mut seqs: Vec<u64> = self
+            .offers
+            .values()
+            .filter(|o| &*o.framework_id == framework_id)
+            .map(|o| o.seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs
     }
 
     /// Periodic duties: agent timeouts, framework failover timeouts, offer
@@ -602,15 +632,15 @@ impl MasterCore {
         self.expire_agents(now);
         self.expire_frameworks(now);
         if let Some(timeout) = self.config.offer_timeout {
-            let old: Vec<Arc<str>> = self
+            let old: Vec<u64> = self
                 .offers
                 .values()
                 .filter(|o| now.instant >= o.created + timeout)
-                .map(|o| o.id.clone())
+                .map(|o| o.seq)
                 .collect();
-            for id in old {
-                tracing::debug!(offer_id = %id, "offer timed out; rescinding");
-                self.remove_offer(&id, None, true, now);
+            for seq in old {
+                tracing::debug!(offer = seq, "offer timed out; rescinding");
+                self.remove_offer(seq, None, true, now);
             }
         }
         let interval = self.config.framework_heartbeat_interval;

@@ -82,7 +82,7 @@ impl Harness {
             self.now,
         );
         let out = self.core.take_outbox();
-        match out.frameworks[&conn][0].event.as_ref().unwrap() {
+        match out.frameworks[&conn][0].to_event().event.unwrap() {
             event::Event::Subscribed(s) => s.framework_id.clone(),
             other => panic!("expected subscribed, got {other:?}"),
         }
@@ -99,7 +99,7 @@ impl Harness {
         let mut offers = Vec::new();
         for (conn, events) in out.frameworks {
             for e in events {
-                if let Some(event::Event::Offers(o)) = e.event {
+                if let Some(event::Event::Offers(o)) = e.to_event().event {
                     offers.extend(o.offers.into_iter().map(|o| (conn, o)));
                 }
             }
@@ -113,7 +113,7 @@ impl Harness {
             .get(&conn)
             .into_iter()
             .flatten()
-            .filter_map(|e| match &e.event {
+            .filter_map(|e| match &e.to_event().event {
                 Some(event::Event::Updates(u)) => Some(u.statuses.clone()),
                 _ => None,
             })
@@ -417,7 +417,7 @@ fn agent_disconnect_rescinds_offers_and_timeout_makes_tasks_unreachable() {
     let out = h.core.take_outbox();
     let rescinded: Vec<String> = out.frameworks[&10]
         .iter()
-        .filter_map(|e| match &e.event {
+        .filter_map(|e| match &e.to_event().event {
             Some(event::Event::Rescind(r)) => Some(r.offer_ids.clone()),
             _ => None,
         })
@@ -434,11 +434,9 @@ fn agent_disconnect_rescinds_offers_and_timeout_makes_tasks_unreachable() {
     assert_eq!(u.len(), 1);
     assert_eq!(u[0].state(), TaskState::TaskUnreachable);
     assert!(u[0].uuid.is_empty());
-    assert!(
-        out.frameworks[&10]
-            .iter()
-            .any(|e| matches!(&e.event, Some(event::Event::Failure(f)) if f.agent_id == agent))
-    );
+    assert!(out.frameworks[&10].iter().any(
+        |e| matches!(&e.to_event().event, Some(event::Event::Failure(f)) if f.agent_id == agent)
+    ));
 
     // The agent comes back with its task still running.
     h.reregister(2, &agent, &[("t1", &fw, TaskState::TaskRunning)]);
@@ -500,7 +498,9 @@ fn framework_that_fails_over_in_time_keeps_its_tasks() {
     );
     let out = h.core.take_outbox();
     let events = &out.frameworks[&11];
-    assert!(matches!(&events[0].event, Some(event::Event::Subscribed(s)) if s.framework_id == fw));
+    assert!(
+        matches!(&events[0].to_event().event, Some(event::Event::Subscribed(s)) if s.framework_id == fw)
+    );
     let u = Harness::updates(&out, 11);
     assert_eq!(u.len(), 1, "the pending update is sent again");
     assert_eq!(u[0].uuid, vec![9; 16]);
@@ -541,7 +541,7 @@ fn framework_that_does_not_come_back_has_its_tasks_killed() {
     );
     let out = h.core.take_outbox();
     assert!(
-        matches!(&out.frameworks[&12][0].event, Some(event::Event::Error(e)) if e.message.contains("removed"))
+        matches!(&out.frameworks[&12][0].to_event().event, Some(event::Event::Error(e)) if e.message.contains("removed"))
     );
     assert!(out.close.contains(&12));
     // The agent's late TASK_KILLED is acknowledged by the master.
@@ -653,14 +653,14 @@ fn heartbeats_and_offer_timeout() {
     assert!(
         out.frameworks[&10]
             .iter()
-            .any(|e| matches!(e.event, Some(event::Event::Heartbeat(_))))
+            .any(|e| matches!(e.to_event().event, Some(event::Event::Heartbeat(_))))
     );
     h.advance(Duration::from_secs(15));
     let out = h.core.take_outbox();
     assert!(
         out.frameworks[&10]
             .iter()
-            .any(|e| matches!(e.event, Some(event::Event::Rescind(_))))
+            .any(|e| matches!(e.to_event().event, Some(event::Event::Rescind(_))))
     );
 }
 

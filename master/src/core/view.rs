@@ -70,9 +70,9 @@ pub fn task_json(t: &Task) -> Value {
     })
 }
 
-fn offer_json(o: &Offer) -> Value {
+fn offer_json(id: String, o: &Offer) -> Value {
     json!({
-        "id": &*o.id,
+        "id": id,
         "framework_id": &*o.framework_id,
         "agent_id": &*o.agent_id,
         "role": &*o.role,
@@ -132,12 +132,11 @@ impl MasterCore {
         for t in f.tasks.values().filter(|t| !t.released) {
             used.add(&t.resources);
         }
-        let mut offers: Vec<&Offer> = f
-            .offers
-            .iter()
-            .filter_map(|id| self.offers.get(id))
+        let offers: Vec<Value> = self
+            .offers_of(&f.info.id)
+            .into_iter()
+            .filter_map(|seq| Some(offer_json(self.offer_id(seq), self.offers.get(&seq)?)))
             .collect();
-        offers.sort_by(|a, b| a.id.cmp(&b.id));
         json!({
             "id": f.info.id,
             "name": f.info.name,
@@ -154,7 +153,7 @@ impl MasterCore {
             "used_resources": resources_json(&used),
             "tasks": tasks.into_iter().map(task_json).collect::<Vec<_>>(),
             "completed_tasks": f.completed.iter().rev().map(|t| task_json(t)).collect::<Vec<_>>(),
-            "offers": offers.into_iter().map(offer_json).collect::<Vec<_>>(),
+            "offers": offers,
         })
     }
 
