@@ -135,6 +135,12 @@ impl Agent {
 
     /// The DRF scalars of what `role` may use here: unreserved plus its
     /// reservation.
+    /// Whether nothing on this agent is held by anyone and it has no
+    /// reservations: what a role may take here is then exactly `total`.
+    pub(crate) fn is_whole_and_unreserved(&self) -> bool {
+        self.remainder.is_none() && self.records.is_empty() && self.reserved.is_empty()
+    }
+
     pub(crate) fn allocatable(&self, role: u32) -> Milli4 {
         let mut out = self.unreserved;
         if let Some(r) = self.reserved.iter().find(|r| r.role == role) {

@@ -70,6 +70,15 @@ pub struct Allocation {
     /// Everything the role may use on the agent: unreserved and reserved
     /// for `role`.
     pub resources: Resources,
+    /// Whether `resources` is the agent's whole total (nothing else was
+    /// held there and it has no reservations), so a caller may reuse what it
+    /// derived from the total instead of reading `resources`.
+    pub whole_agent: bool,
+    /// The agent's slot (see [`Allocator::agent_key`]): stable while the
+    /// agent stays, reused after it goes.
+    pub agent_slot: u32,
+    /// The framework's slot (see [`Allocator::framework_key`]).
+    pub framework_slot: u32,
 }
 
 /// A role as `/state` and `/metrics` report it.
@@ -579,6 +588,23 @@ impl Allocator {
 
     // ----- queries -----
 
+    /// An agent's slot and the allocator's own id for it (the same `Arc`
+    /// every [`Allocation`] on that agent carries), so a caller can keep data
+    /// per slot and check it with `Arc::ptr_eq` instead of hashing ids.
+    pub fn agent_key(&self, agent_id: &str) -> Option<(u32, Arc<str>)> {
+        let a = *self.agent_ids.get(agent_id)?;
+        let agent = self.agents.get(a as usize)?.as_ref()?;
+        Some((a, agent.id.clone()))
+    }
+
+    /// A framework's slot and the allocator's own id for it; see
+    /// [`Allocator::agent_key`].
+    pub fn framework_key(&self, framework_id: &str) -> Option<(u32, Arc<str>)> {
+        let f = *self.framework_ids.get(framework_id)?;
+        let fw = self.frameworks.get(f as usize)?.as_ref()?;
+        Some((f, fw.id.clone()))
+    }
+
     /// What the agent has available now, or None if unknown.
     pub fn available(&self, agent_id: &str) -> Option<Resources> {
         self.agent(agent_id).map(|a| a.available.clone())
@@ -592,6 +618,7 @@ impl Allocator {
     /// What each (framework, role) holds on the agent, sorted by framework
     /// and role; None if the agent is unknown.
     pub fn allocations_on(&self, agent_id: &str) -> Option<Vec<Allocation>> {
+        let slot = *self.agent_ids.get(agent_id)?;
         let agent = self.agent(agent_id)?;
         let mut out: Vec<Allocation> = agent
             .holders()
@@ -599,11 +626,15 @@ impl Allocator {
             .filter_map(|s| {
                 let sub = self.sub(s)?;
                 let fw = self.frameworks[sub.framework as usize].as_ref()?;
+                let resources = agent.held_resources(s)?;
                 Some(Allocation {
                     framework_id: fw.id.clone(),
                     role: self.roles[sub.role as usize].name.clone(),
                     agent_id: agent.id.clone(),
-                    resources: agent.held_resources(s)?,
+                    whole_agent: resources == agent.total,
+                    resources,
+                    agent_slot: slot,
+                    framework_slot: sub.framework,
                 })
             })
             .collect();
@@ -844,6 +875,7 @@ impl Allocator {
         };
         let role = &mut self.roles[r as usize];
         let scalars = agent.allocatable(r);
+        let whole_agent = agent.is_whole_and_unreserved();
         let resources = agent.take_for(r, &role.name);
         if agent.record_add(s, &resources) {
             sub.records += 1;
@@ -868,6 +900,9 @@ impl Allocator {
             role: role.name.clone(),
             agent_id: agent.id.clone(),
             resources,
+            whole_agent,
+            agent_slot: a,
+            framework_slot: sub.framework,
         });
         self.reposition(s);
     }

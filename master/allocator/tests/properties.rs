@@ -284,6 +284,22 @@ impl World {
                     r.role
                 );
             }
+            // A whole-agent offer is the agent's total, and the slots name
+            // the agent and framework the ids do.
+            if a.whole_agent {
+                assert_eq!(
+                    a.resources, self.agents[&agent],
+                    "whole_agent but not the total"
+                );
+            }
+            assert_eq!(
+                self.alloc.agent_key(&agent).map(|k| k.0),
+                Some(a.agent_slot)
+            );
+            assert_eq!(
+                self.alloc.framework_key(&fw).map(|k| k.0),
+                Some(a.framework_slot)
+            );
             // Everything the role may use, out of what was still available.
             let left = before.get_mut(&agent).unwrap();
             assert_eq!(a.resources, left.allocatable_to(&role));

@@ -41,12 +41,7 @@ impl MasterCore {
         }
         // Outstanding offers on the agent are void: its resources are counted
         // afresh from what it reports.
-        let offers: Vec<u64> = self
-            .agents
-            .get(&id)
-            .map(|a| a.offers.clone())
-            .unwrap_or_default();
-        for seq in offers {
+        for seq in self.offers_on(&id) {
             self.remove_offer(seq, None, true, now);
         }
         let was = self.agents.get(&id).map(|a| a.status);
@@ -70,7 +65,6 @@ impl MasterCore {
             recover_deadline: None,
             registered_at: now.unix,
             tasks: BTreeSet::new(),
-            offers: Vec::new(),
             offer_fields: Default::default(),
             full_offer_fields: Default::default(),
         });
@@ -141,6 +135,7 @@ impl MasterCore {
         }
         self.allocator.add_agent(&id, total, &used);
         self.allocator.set_agent_active(&id, true);
+        self.refresh_hot_agent(&id);
         self.want_allocation();
 
         // Kills asked for while the agent was away.
@@ -325,7 +320,7 @@ impl MasterCore {
         self.allocator.add_framework(&id, &roles, false);
         let offer_field = super::wire::framework_offer_field(&id);
         self.frameworks.insert(
-            id,
+            id.clone(),
             Framework {
                 info,
                 roles,
@@ -339,6 +334,7 @@ impl MasterCore {
                 offer_field,
             },
         );
+        self.refresh_hot_framework(&id);
     }
 
     /// A message on an agent's session, after `register`.
@@ -445,8 +441,7 @@ impl MasterCore {
             self.allocator.set_agent_active(&agent_id, false);
         }
         tracing::info!(agent_id = %agent_id, "agent disconnected; rescinding its offers");
-        let offer_ids: Vec<u64> = agent.offers.clone();
-        for id in offer_ids {
+        for id in self.offers_on(&agent_id) {
             self.remove_offer(id, None, true, now);
         }
     }
@@ -484,9 +479,8 @@ impl MasterCore {
             self.outbox.close.push(conn);
         }
         agent.status = AgentStatus::Unreachable;
-        let offer_ids: Vec<u64> = agent.offers.clone();
         let tasks: Vec<(String, String)> = agent.tasks.iter().cloned().collect();
-        for id in offer_ids {
+        for id in self.offers_on(agent_id) {
             self.remove_offer(id, None, true, now);
         }
         if in_allocator {

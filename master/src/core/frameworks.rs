@@ -86,6 +86,7 @@ impl MasterCore {
         self.framework_conns.insert(conn, id.clone());
         self.allocator.add_framework(&id, &roles, true);
         self.allocator.set_framework_active(&id, true);
+        self.refresh_hot_framework(&id);
         self.want_allocation();
         let fw = self.frameworks.get_mut(&id).expect("just inserted");
         fw.next_heartbeat = now.instant + self.config.framework_heartbeat_interval;
@@ -490,6 +491,7 @@ impl MasterCore {
         fw.failover_deadline = Some(now.instant + timeout);
         tracing::info!(framework_id = %fw_id, failover_timeout = ?timeout, "framework disconnected");
         self.allocator.set_framework_active(&fw_id, false);
+        self.refresh_hot_framework(&fw_id);
         for seq in self.offers_of(&fw_id) {
             self.remove_offer(seq, None, false, now);
         }
@@ -524,7 +526,9 @@ impl MasterCore {
         for seq in self.offers_of(fw_id) {
             self.take_offer(seq);
         }
-        // The allocator releases everything the framework held.
+        // The allocator releases everything the framework held (the cycle's
+        // table entry goes with it first).
+        self.refresh_hot_framework(fw_id);
         self.allocator.remove_framework(fw_id);
         self.want_allocation();
         let mut agents_to_tell: HashSet<String> = HashSet::new();

@@ -130,8 +130,6 @@ pub struct Agent {
     pub registered_at: f64,
     /// The agent's tasks, as (framework id, task id).
     pub tasks: BTreeSet<(String, String)>,
-    /// Its outstanding offers (by number; at most one per role).
-    pub offers: Vec<u64>,
     /// The fields every offer of this agent carries, encoded once.
     pub offer_fields: bytes::Bytes,
     /// Those fields followed by `total`: an offer of the whole agent.
@@ -210,6 +208,27 @@ pub struct Framework {
     pub next_heartbeat: Instant,
     /// The framework id field of its offers, encoded once.
     pub offer_field: bytes::Bytes,
+}
+
+/// What an offer on an agent needs, kept by the allocator's slot of the
+/// agent so that the allocation cycle reads one dense table instead of
+/// hashing ids. `id` is the allocator's own `Arc` for the agent: an entry
+/// is used only when it is that very `Arc` (`Arc::ptr_eq`), and holding it
+/// keeps its address from being reused by another agent's id.
+#[derive(Debug, Clone)]
+struct HotAgent {
+    id: Arc<str>,
+    fields: bytes::Bytes,
+    full_fields: bytes::Bytes,
+}
+
+/// What an offer to a framework needs, by the allocator's slot of it; see
+/// [`HotAgent`].
+#[derive(Debug, Clone)]
+struct HotFramework {
+    id: Arc<str>,
+    conn: Option<ConnId>,
+    field: bytes::Bytes,
 }
 
 /// A framework the master removed, kept for `/state`.
@@ -346,6 +365,10 @@ pub struct MasterCore {
     offer_prefix: String,
     /// Reused while encoding offers.
     scratch: Vec<u8>,
+    /// By allocator slot: what offers on each agent and to each framework
+    /// need (see [`HotAgent`]).
+    hot_agents: Vec<Option<HotAgent>>,
+    hot_frameworks: Vec<Option<HotFramework>>,
     /// The allocator's decisions, kept between cycles so that each cycle
     /// reuses the same vector.
     allocations: Vec<agora_allocator::Allocation>,
@@ -375,6 +398,8 @@ impl MasterCore {
             next_offer: 0,
             offer_prefix,
             scratch: Vec::new(),
+            hot_agents: Vec::new(),
+            hot_frameworks: Vec::new(),
             allocations: Vec::new(),
             allocation_wanted: false,
             last_allocation: None,
@@ -422,7 +447,6 @@ impl MasterCore {
                     recover_deadline: Some(now.instant + self.config.agent_reregister_timeout),
                     registered_at: now.unix,
                     tasks: BTreeSet::new(),
-                    offers: Vec::new(),
                     offer_fields: Default::default(),
                     full_offer_fields: Default::default(),
                 },
@@ -482,12 +506,24 @@ impl MasterCore {
         self.allocator.allocate_into(now.instant, &mut allocations);
         let mut made = 0;
         for a in allocations.drain(..) {
-            let fw = self
-                .frameworks
-                .get(&*a.framework_id)
-                .and_then(|f| Some((f.conn?, f.offer_field.clone())));
-            let (Some((conn, framework_field)), Some(agent)) =
-                (fw, self.agents.get_mut(&*a.agent_id))
+            let hot_fw = self
+                .hot_frameworks
+                .get(a.framework_slot as usize)
+                .and_then(Option::as_ref)
+                .filter(|h| Arc::ptr_eq(&h.id, &a.framework_id));
+            let hot_agent = self
+                .hot_agents
+                .get(a.agent_slot as usize)
+                .and_then(Option::as_ref)
+                .filter(|h| Arc::ptr_eq(&h.id, &a.agent_id));
+            let (
+                Some(HotFramework {
+                    conn: Some(conn),
+                    field,
+                    ..
+                }),
+                Some(agent),
+            ) = (hot_fw, hot_agent)
             else {
                 // The allocator should not offer to a framework or agent that
                 // cannot take it; give the resources back.
@@ -505,17 +541,16 @@ impl MasterCore {
             };
             let seq = self.next_offer;
             self.next_offer += 1;
-            agent.offers.push(seq);
-            let (fields, resources) = if a.resources == agent.total {
-                (&agent.full_offer_fields, None)
+            let (fields, resources) = if a.whole_agent {
+                (&agent.full_fields, None)
             } else {
-                (&agent.offer_fields, Some(&a.resources))
+                (&agent.fields, Some(&a.resources))
             };
-            self.outbox.offers_for(conn).push(
+            self.outbox.offers_for(*conn).push(
                 &mut self.scratch,
                 &self.offer_prefix,
                 seq,
-                &framework_field,
+                field,
                 fields,
                 &a.role,
                 resources,
@@ -604,13 +639,58 @@ impl MasterCore {
     /// Takes an offer out of the book (its resources stay with the
     /// allocator as allocated).
     pub(crate) fn take_offer(&mut self, seq: u64) -> Option<Offer> {
-        let offer = self.offers.remove(&seq)?;
-        if let Some(agent) = self.agents.get_mut(&*offer.agent_id)
-            && let Some(i) = agent.offers.iter().position(|&s| s == seq)
-        {
-            agent.offers.swap_remove(i);
+        self.offers.remove(&seq)
+    }
+
+    /// The outstanding offers on an agent (a scan: used when it comes, goes
+    /// or goes quiet, never per offer).
+    pub(crate) fn offers_on(&self, agent_id: &str) -> Vec<u64> {
+        let mut seqs: Vec<u64> = self
+            .offers
+            .values()
+            .filter(|o| &*o.agent_id == agent_id)
+            .map(|o| o.seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
+
+    /// Points the allocation cycle's table at the agent's offer fields (after
+    /// the allocator learned the agent).
+    pub(crate) fn refresh_hot_agent(&mut self, agent_id: &str) {
+        let (Some((slot, id)), Some(agent)) = (
+            self.allocator.agent_key(agent_id),
+            self.agents.get(agent_id),
+        ) else {
+            return;
+        };
+        let slot = slot as usize;
+        if self.hot_agents.len() <= slot {
+            self.hot_agents.resize(slot + 1, None);
         }
-        Some(offer)
+        self.hot_agents[slot] = Some(HotAgent {
+            id,
+            fields: agent.offer_fields.clone(),
+            full_fields: agent.full_offer_fields.clone(),
+        });
+    }
+
+    /// Points the allocation cycle's table at the framework's connection and
+    /// offer field (after it subscribed, disconnected, or the allocator
+    /// learned it).
+    pub(crate) fn refresh_hot_framework(&mut self, framework_id: &str) {
+        let Some((slot, id)) = self.allocator.framework_key(framework_id) else {
+            return;
+        };
+        let slot = slot as usize;
+        if self.hot_frameworks.len() <= slot {
+            self.hot_frameworks.resize(slot + 1, None);
+        }
+        self.hot_frameworks[slot] = self.frameworks.get(framework_id).map(|f| HotFramework {
+            id,
+            conn: f.conn,
+            field: f.offer_field.clone(),
+        });
     }
 
     /// The outstanding offers of a framework (a scan: used when it goes

@@ -81,7 +81,7 @@ fn offer_json(id: String, o: &Offer) -> Value {
 }
 
 impl MasterCore {
-    fn agent_json(&self, a: &Agent) -> Value {
+    fn agent_json(&self, a: &Agent, offered: Option<&Resources>) -> Value {
         let mut used = Resources::new();
         let mut active_tasks = 0;
         for (fw_id, task_id) in &a.tasks {
@@ -95,12 +95,7 @@ impl MasterCore {
                 active_tasks += 1;
             }
         }
-        let mut offered = Resources::new();
-        for id in &a.offers {
-            if let Some(o) = self.offers.get(id) {
-                offered.add(&o.resources);
-            }
-        }
+        let offered = offered.cloned().unwrap_or_default();
         let mut available = a.total.clone();
         available.subtract(&used);
         available.subtract(&offered);
@@ -125,17 +120,18 @@ impl MasterCore {
         })
     }
 
-    fn framework_json(&self, f: &Framework) -> Value {
+    fn framework_json(&self, f: &Framework, offers: &[&Offer]) -> Value {
         let mut tasks: Vec<&Task> = f.tasks.values().map(|t| &**t).collect();
         tasks.sort_by(|a, b| a.staged_at.total_cmp(&b.staged_at).then(a.id.cmp(&b.id)));
         let mut used = Resources::new();
         for t in f.tasks.values().filter(|t| !t.released) {
             used.add(&t.resources);
         }
-        let offers: Vec<Value> = self
-            .offers_of(&f.info.id)
+        let mut offers: Vec<&Offer> = offers.to_vec();
+        offers.sort_by_key(|o| o.seq);
+        let offers: Vec<Value> = offers
             .into_iter()
-            .filter_map(|seq| Some(offer_json(self.offer_id(seq), self.offers.get(&seq)?)))
+            .map(|o| offer_json(self.offer_id(o.seq), o))
             .collect();
         json!({
             "id": f.info.id,
@@ -184,9 +180,14 @@ impl MasterCore {
                 used.add(&t.resources);
             }
         }
+        // Offers grouped once, not searched per agent and framework.
         let mut offered = Resources::new();
+        let mut offered_on: std::collections::HashMap<&str, Resources> = Default::default();
+        let mut offers_to: std::collections::HashMap<&str, Vec<&Offer>> = Default::default();
         for o in self.offers.values() {
             offered.add(&o.resources);
+            offered_on.entry(&o.agent_id).or_default().add(&o.resources);
+            offers_to.entry(&o.framework_id).or_default().push(o);
         }
         json!({
             "version": agora_proto::VERSION,
@@ -208,8 +209,17 @@ impl MasterCore {
             "roles": self.allocator.role_shares().into_iter()
                 .map(|(role, share)| json!({"role": role, "share": share}))
                 .collect::<Vec<_>>(),
-            "agents": agents.into_iter().map(|a| self.agent_json(a)).collect::<Vec<_>>(),
-            "frameworks": frameworks.into_iter().map(|f| self.framework_json(f)).collect::<Vec<_>>(),
+            "agents": agents
+                .into_iter()
+                .map(|a| self.agent_json(a, offered_on.get(a.info.id.as_str())))
+                .collect::<Vec<_>>(),
+            "frameworks": frameworks
+                .into_iter()
+                .map(|f| {
+                    let offers = offers_to.get(f.info.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+                    self.framework_json(f, offers)
+                })
+                .collect::<Vec<_>>(),
             "completed_frameworks": self.removed_frameworks.iter().rev()
                 .map(MasterCore::removed_framework_json).collect::<Vec<_>>(),
         })
