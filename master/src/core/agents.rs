@@ -46,6 +46,7 @@ impl MasterCore {
         }
         let was = self.agents.get(&id).map(|a| a.status);
         if self.agents.get(&id).is_some_and(|a| a.in_allocator()) {
+            self.drop_hot_agent(&id);
             self.allocator.remove_agent(&id);
         }
 
@@ -65,11 +66,7 @@ impl MasterCore {
             recover_deadline: None,
             registered_at: now.unix,
             tasks: BTreeSet::new(),
-            offer_fields: Default::default(),
-            full_offer_fields: Default::default(),
         });
-        agent.offer_fields = super::wire::agent_offer_fields(&info);
-        agent.full_offer_fields = super::wire::agent_full_offer_fields(&agent.offer_fields, &total);
         agent.info = info.clone();
         agent.total = total.clone();
         agent.conn = Some(conn);
@@ -484,6 +481,7 @@ impl MasterCore {
             self.remove_offer(id, None, true, now);
         }
         if in_allocator {
+            self.drop_hot_agent(agent_id);
             self.allocator.remove_agent(agent_id);
         }
         let mut by_framework: HashMap<String, Vec<TaskStatus>> = HashMap::new();

@@ -130,10 +130,6 @@ pub struct Agent {
     pub registered_at: f64,
     /// The agent's tasks, as (framework id, task id).
     pub tasks: BTreeSet<(String, String)>,
-    /// The fields every offer of this agent carries, encoded once.
-    pub offer_fields: bytes::Bytes,
-    /// Those fields followed by `total`: an offer of the whole agent.
-    pub full_offer_fields: bytes::Bytes,
 }
 
 impl Agent {
@@ -218,8 +214,8 @@ pub struct Framework {
 #[derive(Debug, Clone)]
 struct HotAgent {
     id: Arc<str>,
-    fields: bytes::Bytes,
-    full_fields: bytes::Bytes,
+    /// The agent's encoded offer fields, in [`MasterCore::field_arena`].
+    fields: wire::AgentFields,
 }
 
 /// What an offer to a framework needs, by the allocator's slot of it; see
@@ -311,18 +307,12 @@ impl Outbox {
         }
     }
 
-    /// The encoded offers at the end of a framework's queue, to append one
-    /// to (a new batch when the last event is another kind, or full).
-    pub fn offers_for(&mut self, conn: ConnId) -> &mut EncodedOffers {
-        let queue = self.frameworks.entry(conn).or_default();
-        let open = matches!(queue.last(), Some(OutEvent::Offers(o)) if o.count < MAX_MERGED);
-        if !open {
-            queue.push(OutEvent::Offers(EncodedOffers::default()));
-        }
-        match queue.last_mut() {
-            Some(OutEvent::Offers(o)) => o,
-            _ => unreachable!("an offers batch was just ensured"),
-        }
+    /// Puts a batch of offers at the end of a framework's queue.
+    pub fn push_offers(&mut self, conn: ConnId, offers: EncodedOffers) {
+        self.frameworks
+            .entry(conn)
+            .or_default()
+            .push(OutEvent::Offers(offers));
     }
 
     pub fn to_framework(&mut self, conn: ConnId, ev: event::Event) {
@@ -369,6 +359,13 @@ pub struct MasterCore {
     /// need (see [`HotAgent`]).
     hot_agents: Vec<Option<HotAgent>>,
     hot_frameworks: Vec<Option<HotFramework>>,
+    /// The agents' encoded offer fields, laid out in slot order.
+    field_arena: wire::FieldArena,
+    /// The offers of the cycle under way, by framework slot, and the slots
+    /// that have some (one batch per framework, put in the outbox at the
+    /// end of the cycle).
+    batches: Vec<Option<EncodedOffers>>,
+    batched: Vec<u32>,
     /// The allocator's decisions, kept between cycles so that each cycle
     /// reuses the same vector.
     allocations: Vec<agora_allocator::Allocation>,
@@ -400,6 +397,9 @@ impl MasterCore {
             scratch: Vec::new(),
             hot_agents: Vec::new(),
             hot_frameworks: Vec::new(),
+            field_arena: wire::FieldArena::default(),
+            batches: Vec::new(),
+            batched: Vec::new(),
             allocations: Vec::new(),
             allocation_wanted: false,
             last_allocation: None,
@@ -447,8 +447,6 @@ impl MasterCore {
                     recover_deadline: Some(now.instant + self.config.agent_reregister_timeout),
                     registered_at: now.unix,
                     tasks: BTreeSet::new(),
-                    offer_fields: Default::default(),
-                    full_offer_fields: Default::default(),
                 },
             );
         }
@@ -505,6 +503,10 @@ impl MasterCore {
         allocations.clear();
         self.allocator.allocate_into(now.instant, &mut allocations);
         let mut made = 0;
+        self.offers.reserve(allocations.len());
+        if self.batches.len() < self.hot_frameworks.len() {
+            self.batches.resize_with(self.hot_frameworks.len(), || None);
+        }
         for a in allocations.drain(..) {
             let hot_fw = self
                 .hot_frameworks
@@ -542,11 +544,16 @@ impl MasterCore {
             let seq = self.next_offer;
             self.next_offer += 1;
             let (fields, resources) = if a.whole_agent {
-                (&agent.full_fields, None)
+                (self.field_arena.full(agent.fields), None)
             } else {
-                (&agent.fields, Some(&a.resources))
+                (self.field_arena.fields(agent.fields), Some(&a.resources))
             };
-            self.outbox.offers_for(*conn).push(
+            let slot = a.framework_slot as usize;
+            let batch = self.batches[slot].get_or_insert_with(|| {
+                self.batched.push(a.framework_slot);
+                EncodedOffers::default()
+            });
+            batch.push(
                 &mut self.scratch,
                 &self.offer_prefix,
                 seq,
@@ -555,6 +562,10 @@ impl MasterCore {
                 &a.role,
                 resources,
             );
+            if batch.count >= MAX_MERGED {
+                let full = std::mem::take(batch);
+                self.outbox.push_offers(*conn, full);
+            }
             self.offers.insert(
                 seq,
                 Offer {
@@ -567,6 +578,16 @@ impl MasterCore {
                 },
             );
             made += 1;
+        }
+        for slot in self.batched.drain(..) {
+            let slot = slot as usize;
+            let Some(batch) = self.batches[slot].take() else {
+                continue;
+            };
+            let conn = self.hot_frameworks[slot].as_ref().and_then(|h| h.conn);
+            if let (Some(conn), true) = (conn, batch.count > 0) {
+                self.outbox.push_offers(conn, batch);
+            }
         }
         self.allocations = allocations;
         made
@@ -668,11 +689,29 @@ impl MasterCore {
         if self.hot_agents.len() <= slot {
             self.hot_agents.resize(slot + 1, None);
         }
-        self.hot_agents[slot] = Some(HotAgent {
-            id,
-            fields: agent.offer_fields.clone(),
-            full_fields: agent.full_offer_fields.clone(),
-        });
+        let fields = self.field_arena.push(&agent.info, &agent.total);
+        if let Some(old) = self.hot_agents[slot].replace(HotAgent { id, fields }) {
+            self.field_arena.release(old.fields);
+        }
+        if self.field_arena.wants_compaction() {
+            self.field_arena
+                .compact(self.hot_agents.iter_mut().flatten().map(|h| &mut h.fields));
+        }
+    }
+
+    /// Forgets the agent's entry in the allocation cycle's table (before
+    /// the allocator forgets the agent).
+    pub(crate) fn drop_hot_agent(&mut self, agent_id: &str) {
+        let Some((slot, _)) = self.allocator.agent_key(agent_id) else {
+            return;
+        };
+        if let Some(old) = self
+            .hot_agents
+            .get_mut(slot as usize)
+            .and_then(Option::take)
+        {
+            self.field_arena.release(old.fields);
+        }
     }
 
     /// Points the allocation cycle's table at the framework's connection and

@@ -29,24 +29,106 @@ const OFFER_HTTP_ADDRESS: u32 = 8;
 const OFFERS_OFFERS: u32 = 1;
 const EVENT_OFFERS: u32 = 2;
 
-/// The encoded fields of an offer that come from its agent.
-pub fn agent_offer_fields(info: &AgentInfo) -> Bytes {
-    let mut buf = Vec::new();
-    put_string(&mut buf, OFFER_AGENT_ID, &info.id);
-    put_string(&mut buf, OFFER_HOSTNAME, &info.hostname);
+fn put_agent_fields(buf: &mut Vec<u8>, info: &AgentInfo) {
+    put_string(buf, OFFER_AGENT_ID, &info.id);
+    put_string(buf, OFFER_HOSTNAME, &info.hostname);
     for a in &info.attributes {
-        prost::encoding::message::encode(OFFER_ATTRIBUTES, a, &mut buf);
+        prost::encoding::message::encode(OFFER_ATTRIBUTES, a, buf);
     }
-    put_string(&mut buf, OFFER_HTTP_ADDRESS, &info.http_address);
-    Bytes::from(buf)
+    put_string(buf, OFFER_HTTP_ADDRESS, &info.http_address);
 }
 
-/// The encoded fields of an offer of all of an agent's resources: its
-/// agent fields and `total` (the common case of a free agent, encoded once).
-pub fn agent_full_offer_fields(agent_fields: &[u8], total: &Resources) -> Bytes {
-    let mut buf = agent_fields.to_vec();
-    put_resources(&mut buf, OFFER_RESOURCES, total);
-    Bytes::from(buf)
+/// Where an agent's encoded offer fields are in a [`FieldArena`]: its agent
+/// fields, followed by its total resources (so that an offer of the whole
+/// agent is one copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentFields {
+    start: usize,
+    fields_end: usize,
+    end: usize,
+}
+
+impl AgentFields {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// Every agent's encoded offer fields, one after another in one buffer.
+///
+/// The allocation cycle visits agents in slot order; with the fields laid
+/// out in that order too, it reads them as one stream the processor
+/// prefetches, instead of one scattered allocation per agent. An agent that
+/// registers again gets fresh space; the old space is garbage until
+/// [`FieldArena::compact`] lays the live ones out again.
+#[derive(Debug, Default)]
+pub struct FieldArena {
+    bytes: Vec<u8>,
+    live: usize,
+}
+
+impl FieldArena {
+    /// Encodes an agent's fields and `total` at the end of the arena.
+    pub fn push(&mut self, info: &AgentInfo, total: &Resources) -> AgentFields {
+        let start = self.bytes.len();
+        put_agent_fields(&mut self.bytes, info);
+        let fields_end = self.bytes.len();
+        put_resources(&mut self.bytes, OFFER_RESOURCES, total);
+        let f = AgentFields {
+            start,
+            fields_end,
+            end: self.bytes.len(),
+        };
+        self.live += f.len();
+        f
+    }
+
+    /// The agent's fields, without resources.
+    pub fn fields(&self, f: AgentFields) -> &[u8] {
+        &self.bytes[f.start..f.fields_end]
+    }
+
+    /// The agent's fields and its total resources.
+    pub fn full(&self, f: AgentFields) -> &[u8] {
+        &self.bytes[f.start..f.end]
+    }
+
+    /// Marks an agent's space as garbage.
+    pub fn release(&mut self, f: AgentFields) {
+        self.live = self.live.saturating_sub(f.len());
+    }
+
+    /// Bytes in the arena, live or not.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Whether half the arena or more (and at least 1 MiB) is garbage.
+    pub fn wants_compaction(&self) -> bool {
+        let garbage = self.bytes.len() - self.live;
+        garbage >= 1 << 20 && garbage * 2 >= self.bytes.len()
+    }
+
+    /// Lays out the live fields again, in the order given, and moves each
+    /// entry to its new place. Every live entry must be given once.
+    pub fn compact<'a>(&mut self, live: impl Iterator<Item = &'a mut AgentFields>) {
+        let mut bytes = Vec::with_capacity(self.live);
+        for f in live {
+            let start = bytes.len();
+            bytes.extend_from_slice(&self.bytes[f.start..f.end]);
+            *f = AgentFields {
+                start,
+                fields_end: start + (f.fields_end - f.start),
+                end: bytes.len(),
+            };
+        }
+        self.live = bytes.len();
+        self.bytes = bytes;
+    }
 }
 
 /// The encoded framework id field of an offer.
@@ -165,15 +247,23 @@ mod tests {
             attributes: agora_proto::parse_attributes("rack:r1;level:2").unwrap(),
             ..Default::default()
         };
-        let agent = agent_offer_fields(&info);
+        let mem = Resources::parse("mem:1").unwrap();
+        let mut arena = FieldArena::default();
+        let agent = arena.push(&info, &mem);
         let fw = framework_offer_field("m-0007");
         let r = Resources::parse("cpus:4;mem:1024;ports:[31000-31009];cpus(web):1").unwrap();
         let mut offers = EncodedOffers::default();
         let mut scratch = Vec::new();
-        offers.push(&mut scratch, "m-O", 9, &fw, &agent, "web", Some(&r));
-        let mem = Resources::parse("mem:1").unwrap();
-        let full = agent_full_offer_fields(&agent, &mem);
-        offers.push(&mut scratch, "m-O", 10, &fw, &full, "*", None);
+        offers.push(
+            &mut scratch,
+            "m-O",
+            9,
+            &fw,
+            arena.fields(agent),
+            "web",
+            Some(&r),
+        );
+        offers.push(&mut scratch, "m-O", 10, &fw, arena.full(agent), "*", None);
         let decoded = offers.decode();
         assert_eq!(offers.count, 2);
         assert_eq!(
@@ -190,10 +280,44 @@ mod tests {
             }
         );
         assert_eq!(decoded[1].id, "m-O10");
+        assert_eq!(decoded[1].resources, mem.to_proto());
+        assert_eq!(decoded[1].hostname, "host3");
 
         let event = OutEvent::Offers(offers);
         let mut bytes = Vec::new();
         event.encode(&mut bytes).unwrap();
         assert_eq!(Event::decode(bytes.as_slice()).unwrap(), event.to_event());
+    }
+
+    #[test]
+    fn the_arena_compacts_to_the_live_fields_in_the_order_given() {
+        let info = |i: usize| AgentInfo {
+            id: format!("m-S{i}"),
+            hostname: "h".repeat(1000),
+            ..Default::default()
+        };
+        let total = Resources::parse("cpus:4").unwrap();
+        let mut arena = FieldArena::default();
+        let mut live: Vec<AgentFields> = (0..4000).map(|i| arena.push(&info(i), &total)).collect();
+        let expected: Vec<Vec<u8>> = live.iter().map(|f| arena.full(*f).to_vec()).collect();
+        assert!(!arena.wants_compaction());
+        // Every agent registers again: the first copies are garbage.
+        for (i, f) in live.iter_mut().enumerate() {
+            arena.release(*f);
+            *f = arena.push(&info(i), &total);
+        }
+        assert!(arena.wants_compaction());
+        let before = arena.len();
+        live.reverse();
+        arena.compact(live.iter_mut());
+        assert_eq!(arena.len() * 2, before);
+        assert!(!arena.wants_compaction());
+        live.reverse();
+        for (f, want) in live.iter().zip(&expected) {
+            assert_eq!(arena.full(*f), want.as_slice());
+            assert!(want.starts_with(arena.fields(*f)));
+        }
+        // Laid out in the order given (here: the reverse of the agents').
+        assert!(live[0].start > live[1].start);
     }
 }
