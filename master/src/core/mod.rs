@@ -7,6 +7,7 @@
 
 mod agents;
 mod frameworks;
+mod offer_book;
 pub mod validation;
 pub mod view;
 pub mod wire;
@@ -347,7 +348,7 @@ pub struct MasterCore {
     pub(crate) removed_framework_ids: Set<String>,
     pub(crate) removed_frameworks: VecDeque<RemovedFramework>,
     /// Outstanding offers, by number.
-    pub(crate) offers: Map<u64, Offer>,
+    pub(crate) offers: offer_book::OfferBook,
     next_agent: u64,
     next_framework: u64,
     next_offer: u64,
@@ -366,6 +367,13 @@ pub struct MasterCore {
     /// end of the cycle).
     batches: Vec<Option<EncodedOffers>>,
     batched: Vec<u32>,
+    /// Batches filled up during the cycle, waiting for it to end.
+    full_batches: Vec<(ConnId, EncodedOffers)>,
+    /// Where each cycle writes its offers' own fields; reused from cycle to
+    /// cycle once the last cycle's offers were sent (see [`EncodedOffers`]).
+    offer_heads: bytes::BytesMut,
+    /// Bytes per offer in the last cycle (a little more).
+    offer_size_estimate: usize,
     /// The allocator's decisions, kept between cycles so that each cycle
     /// reuses the same vector.
     allocations: Vec<agora_allocator::Allocation>,
@@ -389,7 +397,7 @@ impl MasterCore {
             framework_conns: Map::default(),
             removed_framework_ids: Set::default(),
             removed_frameworks: VecDeque::new(),
-            offers: Map::default(),
+            offers: offer_book::OfferBook::default(),
             next_agent: 0,
             next_framework: 0,
             next_offer: 0,
@@ -400,6 +408,9 @@ impl MasterCore {
             field_arena: wire::FieldArena::default(),
             batches: Vec::new(),
             batched: Vec::new(),
+            full_batches: Vec::new(),
+            offer_heads: bytes::BytesMut::new(),
+            offer_size_estimate: 0,
             allocations: Vec::new(),
             allocation_wanted: false,
             last_allocation: None,
@@ -503,7 +514,10 @@ impl MasterCore {
         allocations.clear();
         self.allocator.allocate_into(now.instant, &mut allocations);
         let mut made = 0;
-        self.offers.reserve(allocations.len());
+        // What the offers will take, going by the last cycle's; `reserve`
+        // takes back the last cycle's space when its offers are gone.
+        self.offer_heads
+            .reserve(allocations.len() * self.offer_size_estimate.max(128));
         if self.batches.len() < self.hot_frameworks.len() {
             self.batches.resize_with(self.hot_frameworks.len(), || None);
         }
@@ -543,28 +557,25 @@ impl MasterCore {
             };
             let seq = self.next_offer;
             self.next_offer += 1;
-            let (fields, resources) = if a.whole_agent {
-                (self.field_arena.full(agent.fields), None)
-            } else {
-                (self.field_arena.fields(agent.fields), Some(&a.resources))
-            };
+            let resources = (!a.whole_agent).then_some(&a.resources);
             let slot = a.framework_slot as usize;
             let batch = self.batches[slot].get_or_insert_with(|| {
                 self.batched.push(a.framework_slot);
                 EncodedOffers::default()
             });
             batch.push(
+                &mut self.offer_heads,
                 &mut self.scratch,
                 &self.offer_prefix,
                 seq,
                 field,
-                fields,
+                &agent.fields,
                 &a.role,
                 resources,
             );
             if batch.count >= MAX_MERGED {
                 let full = std::mem::take(batch);
-                self.outbox.push_offers(*conn, full);
+                self.full_batches.push((*conn, full));
             }
             self.offers.insert(
                 seq,
@@ -579,13 +590,22 @@ impl MasterCore {
             );
             made += 1;
         }
+        if made > 0 {
+            self.offer_size_estimate = self.offer_heads.len().div_ceil(made) + 16;
+        }
+        let heads = self.offer_heads.split().freeze();
+        for (conn, mut batch) in self.full_batches.drain(..) {
+            batch.seal(&heads);
+            self.outbox.push_offers(conn, batch);
+        }
         for slot in self.batched.drain(..) {
             let slot = slot as usize;
-            let Some(batch) = self.batches[slot].take() else {
+            let Some(mut batch) = self.batches[slot].take() else {
                 continue;
             };
             let conn = self.hot_frameworks[slot].as_ref().and_then(|h| h.conn);
-            if let (Some(conn), true) = (conn, batch.count > 0) {
+            if let (Some(conn), false) = (conn, batch.is_empty()) {
+                batch.seal(&heads);
                 self.outbox.push_offers(conn, batch);
             }
         }
@@ -691,7 +711,7 @@ impl MasterCore {
         }
         let fields = self.field_arena.push(&agent.info, &agent.total);
         if let Some(old) = self.hot_agents[slot].replace(HotAgent { id, fields }) {
-            self.field_arena.release(old.fields);
+            self.field_arena.release(&old.fields);
         }
         if self.field_arena.wants_compaction() {
             self.field_arena
@@ -710,7 +730,7 @@ impl MasterCore {
             .get_mut(slot as usize)
             .and_then(Option::take)
         {
-            self.field_arena.release(old.fields);
+            self.field_arena.release(&old.fields);
         }
     }
 

@@ -771,3 +771,87 @@ fn reconciliation_waits_for_agents_that_have_not_reregistered_after_a_failover()
     assert_eq!(u.len(), 1);
     assert_eq!(u[0].state(), TaskState::TaskUnknown);
 }
+
+#[test]
+fn a_cycle_with_more_offers_than_a_batch_holds_sends_them_all_in_order() {
+    let mut h = Harness::new();
+    let n = MAX_MERGED + 5;
+    let agents: Vec<String> = (0..n as u64)
+        .map(|i| h.agent(100 + i, "cpus:1;mem:64"))
+        .collect();
+    // An agent that registers again (with more cpus) gets fresh offer
+    // fields.
+    h.core.agent_register(
+        100,
+        v1::RegisterAgent {
+            info: Some(v1::AgentInfo {
+                id: agents[0].clone(),
+                hostname: "host100".into(),
+                resources: Resources::parse("cpus:2;mem:64").unwrap().to_proto(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        h.now,
+    );
+    let out = h.core.take_outbox();
+    assert!(matches!(
+        out.agents[&100][0].message,
+        Some(master_to_agent::Message::Registered(_))
+    ));
+    let fw = h.framework(10, &["*"], 60.0);
+    h.core.allocate(h.now);
+    let out = h.core.take_outbox();
+    let events = &out.frameworks[&10];
+    let batches: Vec<Vec<v1::Offer>> = events
+        .iter()
+        .map(|e| {
+            // What goes on the wire decodes as what the event says.
+            let mut bytes = Vec::new();
+            e.encode(&mut bytes).unwrap();
+            let event = e.to_event();
+            assert_eq!(
+                <v1::Event as prost::Message>::decode(bytes.as_slice()).unwrap(),
+                event
+            );
+            match event.event {
+                Some(event::Event::Offers(o)) => o.offers,
+                other => panic!("expected offers, got {other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(
+        batches.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![MAX_MERGED, 5]
+    );
+    let offers: Vec<v1::Offer> = batches.into_iter().flatten().collect();
+    let mut seen: Vec<&str> = offers.iter().map(|o| o.agent_id.as_str()).collect();
+    seen.sort_unstable();
+    let mut want: Vec<&str> = agents.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(seen, want, "every agent offered once");
+    for o in &offers {
+        assert_eq!(o.framework_id, fw);
+        assert_eq!(o.role, "*");
+        let cpus = if o.agent_id == agents[0] { 2.0 } else { 1.0 };
+        assert_eq!(
+            Resources::from_proto(&o.resources).unwrap(),
+            Resources::parse(&format!("cpus:{cpus};mem:64")).unwrap(),
+            "offer on {}",
+            o.agent_id
+        );
+        assert_eq!(
+            o.hostname,
+            format!(
+                "host{}",
+                100 + agents.iter().position(|a| *a == o.agent_id).unwrap()
+            )
+        );
+    }
+    // Offer numbers grow in the order the offers were sent.
+    let seqs: Vec<u64> = offers
+        .iter()
+        .map(|o| o.id.rsplit('O').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}

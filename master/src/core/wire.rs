@@ -2,11 +2,12 @@
 //!
 //! The fields of an offer that come from its agent (id, hostname,
 //! attributes, HTTP address) are encoded when the agent registers, and the
-//! framework id when the framework subscribes. An offer is then a handful of
-//! byte copies: its id, those two pieces, its role and its resources
-//! (`agora_proto::wire`). Offers for one framework are appended to one
-//! buffer, which is the body of an `Offers` message, and go out as an
-//! [`OutEvent::Offers`] without being decoded or re-encoded.
+//! framework id when the framework subscribes. An offer is then its id, the
+//! framework id, its role and (when it is not the agent's total) its
+//! resources, written by `agora_proto::wire`, and a reference to its
+//! agent's fields. Offers for one framework make the body of one `Offers`
+//! message, which goes out as an [`OutEvent::Offers`] without being decoded
+//! or re-encoded.
 
 use agora_proto::Resources;
 use agora_proto::v1::{self, AgentInfo, Event, event};
@@ -29,7 +30,7 @@ const OFFER_HTTP_ADDRESS: u32 = 8;
 const OFFERS_OFFERS: u32 = 1;
 const EVENT_OFFERS: u32 = 2;
 
-fn put_agent_fields(buf: &mut Vec<u8>, info: &AgentInfo) {
+fn put_agent_fields(buf: &mut impl BufMut, info: &AgentInfo) {
     put_string(buf, OFFER_AGENT_ID, &info.id);
     put_string(buf, OFFER_HOSTNAME, &info.hostname);
     for a in &info.attributes {
@@ -38,157 +39,205 @@ fn put_agent_fields(buf: &mut Vec<u8>, info: &AgentInfo) {
     put_string(buf, OFFER_HTTP_ADDRESS, &info.http_address);
 }
 
-/// Where an agent's encoded offer fields are in a [`FieldArena`]: its agent
-/// fields, followed by its total resources (so that an offer of the whole
-/// agent is one copy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An agent's encoded offer fields: its agent fields followed by its total
+/// resources, so that an offer of the whole agent shares them as they are.
+#[derive(Debug, Clone)]
 pub struct AgentFields {
-    start: usize,
-    fields_end: usize,
-    end: usize,
+    bytes: Bytes,
+    fields_len: usize,
 }
 
 impl AgentFields {
-    fn len(&self) -> usize {
-        self.end - self.start
+    /// The agent's fields and its total resources.
+    pub fn full(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The agent's fields, without resources.
+    pub fn fields(&self) -> &[u8] {
+        &self.bytes[..self.fields_len]
     }
 }
 
-/// Every agent's encoded offer fields, one after another in one buffer.
+/// Size of the chunks a [`FieldArena`] writes agents' fields into.
+const ARENA_CHUNK: usize = 256 * 1024;
+
+/// Every agent's encoded offer fields, written one after another into
+/// shared chunks.
 ///
-/// The allocation cycle visits agents in slot order; with the fields laid
-/// out in that order too, it reads them as one stream the processor
-/// prefetches, instead of one scattered allocation per agent. An agent that
-/// registers again gets fresh space; the old space is garbage until
-/// [`FieldArena::compact`] lays the live ones out again.
+/// The allocation cycle visits agents in slot order; with their fields laid
+/// out in that order, and each agent's a slice of a chunk shared by its
+/// neighbours, an offer takes its agent's fields by bumping the chunk's
+/// reference count instead of copying them, and the stream writes them out
+/// later. An agent that registers again gets fresh space; the old space is
+/// garbage until [`FieldArena::compact`] lays the live ones out again.
 #[derive(Debug, Default)]
 pub struct FieldArena {
-    bytes: Vec<u8>,
+    tail: BytesMut,
+    /// Bytes handed out, live or not.
+    len: usize,
     live: usize,
 }
 
 impl FieldArena {
     /// Encodes an agent's fields and `total` at the end of the arena.
     pub fn push(&mut self, info: &AgentInfo, total: &Resources) -> AgentFields {
-        let start = self.bytes.len();
-        put_agent_fields(&mut self.bytes, info);
-        let fields_end = self.bytes.len();
-        put_resources(&mut self.bytes, OFFER_RESOURCES, total);
-        let f = AgentFields {
-            start,
-            fields_end,
-            end: self.bytes.len(),
-        };
-        self.live += f.len();
-        f
+        let mut scratch = Vec::new();
+        put_agent_fields(&mut scratch, info);
+        let fields_len = scratch.len();
+        put_resources(&mut scratch, OFFER_RESOURCES, total);
+        self.put(&scratch, fields_len)
     }
 
-    /// The agent's fields, without resources.
-    pub fn fields(&self, f: AgentFields) -> &[u8] {
-        &self.bytes[f.start..f.fields_end]
-    }
-
-    /// The agent's fields and its total resources.
-    pub fn full(&self, f: AgentFields) -> &[u8] {
-        &self.bytes[f.start..f.end]
+    fn put(&mut self, encoded: &[u8], fields_len: usize) -> AgentFields {
+        if self.tail.capacity() - self.tail.len() < encoded.len() {
+            self.tail = BytesMut::with_capacity(ARENA_CHUNK.max(encoded.len()));
+        }
+        self.tail.extend_from_slice(encoded);
+        self.len += encoded.len();
+        self.live += encoded.len();
+        AgentFields {
+            bytes: self.tail.split().freeze(),
+            fields_len,
+        }
     }
 
     /// Marks an agent's space as garbage.
-    pub fn release(&mut self, f: AgentFields) {
-        self.live = self.live.saturating_sub(f.len());
+    pub fn release(&mut self, f: &AgentFields) {
+        self.live = self.live.saturating_sub(f.bytes.len());
     }
 
-    /// Bytes in the arena, live or not.
+    /// Bytes handed out, live or not.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.len == 0
     }
 
     /// Whether half the arena or more (and at least 1 MiB) is garbage.
     pub fn wants_compaction(&self) -> bool {
-        let garbage = self.bytes.len() - self.live;
-        garbage >= 1 << 20 && garbage * 2 >= self.bytes.len()
+        let garbage = self.len - self.live;
+        garbage >= 1 << 20 && garbage * 2 >= self.len
     }
 
-    /// Lays out the live fields again, in the order given, and moves each
-    /// entry to its new place. Every live entry must be given once.
+    /// Lays out the live fields again, in the order given, in fresh chunks
+    /// (the old ones are freed when the last offer sharing them is sent).
+    /// Every live entry must be given once.
     pub fn compact<'a>(&mut self, live: impl Iterator<Item = &'a mut AgentFields>) {
-        let mut bytes = Vec::with_capacity(self.live);
+        *self = FieldArena::default();
         for f in live {
-            let start = bytes.len();
-            bytes.extend_from_slice(&self.bytes[f.start..f.end]);
-            *f = AgentFields {
-                start,
-                fields_end: start + (f.fields_end - f.start),
-                end: bytes.len(),
-            };
+            *f = self.put(&f.bytes, f.fields_len);
         }
-        self.live = bytes.len();
-        self.bytes = bytes;
     }
 }
 
-/// The encoded framework id field of an offer.
+/// The framework id field of an offer, encoded.
 pub fn framework_offer_field(framework_id: &str) -> Bytes {
     let mut buf = Vec::with_capacity(framework_id.len() + 2);
     put_string(&mut buf, OFFER_FRAMEWORK_ID, framework_id);
     Bytes::from(buf)
 }
 
-/// Offers for one framework, encoded: the body of an `Offers` message.
+/// Offers for one framework, encoded: the body of an `Offers` message, in
+/// pieces. Each offer is its own fields followed by its agent's fields
+/// (shared with the agent's [`AgentFields`]); the stream writes the pieces
+/// out one after another.
+///
+/// The offers' own fields of a whole allocation cycle are written into one
+/// buffer of the master's, which it reuses from cycle to cycle (its memory
+/// stays warm): [`EncodedOffers::push`] writes there and remembers where,
+/// and [`EncodedOffers::seal`] gives the batch its share of the buffer once
+/// the cycle is done. Until then the batch cannot be written out.
 #[derive(Debug, Default, Clone)]
 pub struct EncodedOffers {
-    /// How many offers `bytes` holds.
+    /// How many offers there are.
     pub count: usize,
-    pub bytes: BytesMut,
+    /// The cycle's buffer of offers' own fields (each offer's
+    /// length-delimited header, id, framework id, role, and its resources
+    /// when they are not the agent's total); set by `seal`.
+    heads: Bytes,
+    /// Per offer: where it is in `heads`.
+    parts: Vec<(u32, u32)>,
+    /// The encoded length of the `Offers` body.
+    len: usize,
 }
 
 impl EncodedOffers {
-    /// Appends one offer. `agent_fields` are the agent's encoded fields;
-    /// `resources`, when given, are encoded after them (into `scratch`, a
-    /// reusable buffer, so each resource's length is worked out once); when
-    /// `None`, `agent_fields` already hold the resources.
+    /// Appends one offer, writing its own fields at the end of `heads`.
+    /// With `resources`, the offer carries them and the agent's fields
+    /// without its total; without, the agent's total. `scratch` is a
+    /// reusable buffer.
     #[allow(clippy::too_many_arguments)]
     pub fn push(
         &mut self,
+        heads: &mut BytesMut,
         scratch: &mut Vec<u8>,
         offer_prefix: &str,
         seq: u64,
         framework_field: &[u8],
-        agent_fields: &[u8],
+        agent: &AgentFields,
         role: &str,
         resources: Option<&Resources>,
     ) {
         scratch.clear();
-        if let Some(r) = resources {
-            put_resources(scratch, OFFER_RESOURCES, r);
-        }
+        let agent_part = match resources {
+            Some(r) => {
+                put_resources(scratch, OFFER_RESOURCES, r);
+                agent.fields()
+            }
+            None => agent.full(),
+        };
         let body = prefixed_number_len(OFFER_ID, offer_prefix, seq)
             + framework_field.len()
-            + agent_fields.len()
+            + string_len(OFFER_ROLE, role)
             + scratch.len()
-            + string_len(OFFER_ROLE, role);
-        let needed = delimited_len(OFFERS_OFFERS, body);
-        if self.bytes.capacity() - self.bytes.len() < needed {
-            // Grow geometrically: a batch is appended to offer by offer.
-            self.bytes.reserve(needed.max(self.bytes.len()).max(4096));
-        }
-        put_delimited_header(&mut self.bytes, OFFERS_OFFERS, body);
-        put_prefixed_number(&mut self.bytes, OFFER_ID, offer_prefix, seq);
-        self.bytes.put_slice(framework_field);
-        self.bytes.put_slice(agent_fields);
-        self.bytes.put_slice(scratch);
-        put_string(&mut self.bytes, OFFER_ROLE, role);
+            + agent_part.len();
+        let start = heads.len();
+        put_delimited_header(heads, OFFERS_OFFERS, body);
+        put_prefixed_number(heads, OFFER_ID, offer_prefix, seq);
+        heads.extend_from_slice(framework_field);
+        put_string(heads, OFFER_ROLE, role);
+        heads.extend_from_slice(scratch);
+        heads.extend_from_slice(agent_part);
+        let end = heads.len();
+        self.parts.push((start as u32, end as u32));
+        self.len += delimited_len(OFFERS_OFFERS, body);
         self.count += 1;
+    }
+
+    /// Gives the batch the buffer its offers' own fields were written to
+    /// (frozen, from the start of the cycle).
+    pub fn seal(&mut self, heads: &Bytes) {
+        self.heads = heads.clone();
+    }
+
+    /// The encoded length of the `Offers` message body.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes the body of the `Offers` message.
+    ///
+    /// # Panics
+    /// If the batch was not sealed.
+    pub fn put(&self, buf: &mut impl BufMut) {
+        for (start, end) in &self.parts {
+            buf.put_slice(&self.heads[*start as usize..*end as usize]);
+        }
     }
 
     /// The offers as messages (for tests and tools; the master never needs
     /// this on its own path).
     pub fn decode(&self) -> Vec<v1::Offer> {
-        v1::Offers::decode(&self.bytes[..])
+        let mut body = Vec::with_capacity(self.len);
+        self.put(&mut body);
+        v1::Offers::decode(body.as_slice())
             .map(|o| o.offers)
             .unwrap_or_default()
     }
@@ -220,8 +269,8 @@ impl OutEvent {
         match self {
             OutEvent::Event(e) => e.encode(buf),
             OutEvent::Offers(o) => {
-                put_delimited_header(buf, EVENT_OFFERS, o.bytes.len());
-                buf.put_slice(&o.bytes);
+                put_delimited_header(buf, EVENT_OFFERS, o.len());
+                o.put(buf);
                 Ok(())
             }
         }
@@ -254,16 +303,20 @@ mod tests {
         let r = Resources::parse("cpus:4;mem:1024;ports:[31000-31009];cpus(web):1").unwrap();
         let mut offers = EncodedOffers::default();
         let mut scratch = Vec::new();
+        // The cycle's buffer, already holding another batch's offer.
+        let mut heads = BytesMut::from(&b"elsewhere"[..]);
         offers.push(
+            &mut heads,
             &mut scratch,
             "m-O",
             9,
             &fw,
-            arena.fields(agent),
+            &agent,
             "web",
             Some(&r),
         );
-        offers.push(&mut scratch, "m-O", 10, &fw, arena.full(agent), "*", None);
+        offers.push(&mut heads, &mut scratch, "m-O", 10, &fw, &agent, "*", None);
+        offers.seal(&heads.freeze());
         let decoded = offers.decode();
         assert_eq!(offers.count, 2);
         assert_eq!(
@@ -299,11 +352,16 @@ mod tests {
         let total = Resources::parse("cpus:4").unwrap();
         let mut arena = FieldArena::default();
         let mut live: Vec<AgentFields> = (0..4000).map(|i| arena.push(&info(i), &total)).collect();
-        let expected: Vec<Vec<u8>> = live.iter().map(|f| arena.full(*f).to_vec()).collect();
+        let expected: Vec<Vec<u8>> = live.iter().map(|f| f.full().to_vec()).collect();
+        // Neighbours share a chunk.
+        assert_eq!(
+            live[1].full().as_ptr(),
+            live[0].full().as_ptr().wrapping_add(live[0].full().len())
+        );
         assert!(!arena.wants_compaction());
         // Every agent registers again: the first copies are garbage.
         for (i, f) in live.iter_mut().enumerate() {
-            arena.release(*f);
+            arena.release(f);
             *f = arena.push(&info(i), &total);
         }
         assert!(arena.wants_compaction());
@@ -314,10 +372,14 @@ mod tests {
         assert!(!arena.wants_compaction());
         live.reverse();
         for (f, want) in live.iter().zip(&expected) {
-            assert_eq!(arena.full(*f), want.as_slice());
-            assert!(want.starts_with(arena.fields(*f)));
+            assert_eq!(f.full(), want.as_slice());
+            assert!(want.starts_with(f.fields()));
+            assert!(f.fields().len() < want.len());
         }
         // Laid out in the order given (here: the reverse of the agents').
-        assert!(live[0].start > live[1].start);
+        assert_eq!(
+            live[0].full().as_ptr(),
+            live[1].full().as_ptr().wrapping_add(live[1].full().len())
+        );
     }
 }
