@@ -445,6 +445,10 @@ impl Resources {
                 value,
             })?;
         }
+        // Resources of tasks are kept for as long as the tasks run: no
+        // spare capacity (a task's two or three items would otherwise sit
+        // in room for four).
+        out.items.shrink_to_fit();
         Ok(out)
     }
 

@@ -218,7 +218,7 @@ impl MasterCore {
                     task.released = true;
                 }
                 if let Some(status) = reported.status.clone() {
-                    task.status = Some(status);
+                    task.set_status(status);
                 }
                 if previous == TaskState::TaskUnreachable && state != previous {
                     let mut status = MasterCore::master_status(
@@ -228,7 +228,7 @@ impl MasterCore {
                         "the agent reregistered",
                         now,
                     );
-                    if let Some(s) = &task.status {
+                    if let Some(s) = task.status_fields() {
                         status.exit_code = s.exit_code;
                         status.healthy = s.healthy;
                     }
@@ -256,7 +256,7 @@ impl MasterCore {
                         role,
                         resources,
                         state,
-                        status: reported.status.clone(),
+                        last_status: reported.status.clone().map(Task::without_ids),
                         pending_ack: None,
                         released: is_terminal(state),
                         kill_pending: None,
@@ -297,7 +297,7 @@ impl MasterCore {
             "the agent reregistered without this task",
             now,
         );
-        task.status = Some(status.clone());
+        task.set_status(status.clone());
         self.send_updates(fw_id, vec![status]);
         self.complete_task(fw_id, task_id);
     }
@@ -386,7 +386,7 @@ impl MasterCore {
                     Err(e) => tracing::debug!(task_id = %s.task_id, "{e}; forwarding anyway"),
                 }
                 task.pending_ack = (!s.uuid.is_empty()).then(|| s.uuid.clone());
-                task.status = Some(s.clone());
+                task.set_status(s.clone());
                 if is_terminal(state) && !task.released {
                     task.released = true;
                     let (role, resources) = (task.role.clone(), task.resources.clone());
@@ -504,7 +504,7 @@ impl MasterCore {
                 "the agent is unreachable",
                 now,
             );
-            task.status = Some(status.clone());
+            task.set_status(status.clone());
             task.pending_ack = None;
             by_framework.entry(fw_id).or_default().push(status);
         }

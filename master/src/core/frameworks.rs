@@ -105,7 +105,7 @@ impl MasterCore {
             .tasks
             .values()
             .filter(|t| t.pending_ack.is_some())
-            .filter_map(|t| t.status.clone())
+            .filter_map(|t| t.status())
             .collect();
         self.send_updates(&id, pending);
     }
@@ -277,7 +277,7 @@ impl MasterCore {
                         role: role.clone(),
                         resources,
                         state: TaskState::TaskStaging,
-                        status: None,
+                        last_status: None,
                         pending_ack: None,
                         released: false,
                         kill_pending: None,
@@ -415,7 +415,7 @@ impl MasterCore {
             return;
         };
         let reconciled = |t: &Task| {
-            let mut s = t.status.clone().unwrap_or_else(|| {
+            let mut s = t.status().unwrap_or_else(|| {
                 MasterCore::master_status(t, t.state, StatusReason::ReasonReconciliation, "", now)
             });
             s.state = t.state as i32;
@@ -540,13 +540,14 @@ impl MasterCore {
             if !is_terminal(task.state) {
                 agents_to_tell.insert(task.agent_id.clone());
                 task.state = TaskState::TaskKilled;
-                task.status = Some(MasterCore::master_status(
+                let status = MasterCore::master_status(
                     &task,
                     TaskState::TaskKilled,
                     StatusReason::ReasonFrameworkRemoved,
                     format!("framework removed: {reason}"),
                     now,
-                ));
+                );
+                task.set_status(status);
             }
             tasks.push(*task);
         }
@@ -590,7 +591,7 @@ impl Task {
             role: String::new(),
             resources: Resources::new(),
             state: TaskState::TaskUnknown,
-            status: None,
+            last_status: None,
             pending_ack: None,
             released: true,
             kill_pending: None,

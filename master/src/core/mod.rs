@@ -154,8 +154,9 @@ pub struct Task {
     pub role: String,
     pub resources: Resources,
     pub state: TaskState,
-    /// The latest status.
-    pub status: Option<TaskStatus>,
+    /// The latest status, kept without the task, agent and framework ids
+    /// (the task has them; see [`Task::set_status`] and [`Task::status`]).
+    last_status: Option<TaskStatus>,
     /// The uuid of the latest agent update, until the framework acknowledges it.
     pub pending_ack: Option<Vec<u8>>,
     /// Whether the task's resources went back to the allocator (it ended).
@@ -170,6 +171,35 @@ pub struct Task {
 }
 
 impl Task {
+    /// Records the task's latest status.
+    pub fn set_status(&mut self, status: TaskStatus) {
+        self.last_status = Some(Task::without_ids(status));
+    }
+
+    /// A status as a task keeps it: a master holds hundreds of thousands of
+    /// tasks, so no copies of the ids the task already has.
+    fn without_ids(mut status: TaskStatus) -> TaskStatus {
+        status.task_id = String::new();
+        status.agent_id = String::new();
+        status.framework_id = String::new();
+        status
+    }
+
+    /// The latest status, whole.
+    pub fn status(&self) -> Option<TaskStatus> {
+        self.last_status.as_ref().map(|s| TaskStatus {
+            task_id: self.id.clone(),
+            agent_id: self.agent_id.clone(),
+            framework_id: self.framework_id.clone(),
+            ..s.clone()
+        })
+    }
+
+    /// The latest status, for its other fields (its ids are empty).
+    pub fn status_fields(&self) -> Option<&TaskStatus> {
+        self.last_status.as_ref()
+    }
+
     pub fn to_proto(&self) -> v1::Task {
         v1::Task {
             task_id: self.id.clone(),
@@ -178,7 +208,7 @@ impl Task {
             name: self.name.clone(),
             state: self.state as i32,
             resources: self.resources.to_proto(),
-            status: self.status.clone(),
+            status: self.status(),
             container: self.container.as_deref().cloned(),
             labels: self.labels.clone(),
             role: self.role.clone(),
@@ -812,7 +842,7 @@ impl MasterCore {
             framework_id: task.framework_id.clone(),
             uuid: Vec::new(),
             timestamp: now.unix,
-            healthy: task.status.as_ref().and_then(|s| s.healthy),
+            healthy: task.status_fields().and_then(|s| s.healthy),
             exit_code: None,
         }
     }

@@ -607,11 +607,31 @@ fn kill_goes_to_the_agent_or_waits_for_it() {
 #[test]
 fn reconcile_explicit_and_implicit() {
     let mut h = Harness::new();
-    let (agent, _fw) = running_task(&mut h, 100.0);
+    let (agent, fw) = running_task(&mut h, 100.0);
     h.call(10, call::Call::Reconcile(v1::Reconcile { tasks: vec![] }));
     let u = Harness::updates(&h.core.take_outbox(), 10);
     assert_eq!(u.len(), 1);
     assert_eq!(u[0].state(), TaskState::TaskRunning);
+    // The task keeps its status without the ids; they are back on the way
+    // out, here and in the task's record.
+    assert_eq!(
+        (
+            u[0].task_id.as_str(),
+            u[0].agent_id.as_str(),
+            u[0].framework_id.as_str()
+        ),
+        ("t1", agent.as_str(), fw.as_str())
+    );
+    let record = h.core.frameworks[&fw].tasks["t1"].to_proto();
+    let status = record.status.expect("a running task has a status");
+    assert_eq!(
+        (
+            status.task_id.as_str(),
+            status.agent_id.as_str(),
+            status.framework_id.as_str()
+        ),
+        ("t1", agent.as_str(), fw.as_str())
+    );
     assert_eq!(u[0].reason(), StatusReason::ReasonReconciliation);
     assert!(u[0].uuid.is_empty());
     h.call(

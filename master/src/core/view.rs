@@ -51,7 +51,7 @@ fn attributes_json(attrs: &[v1::Attribute]) -> Value {
 }
 
 pub fn task_json(t: &Task) -> Value {
-    let status = t.status.as_ref();
+    let status = t.status_fields();
     json!({
         "id": t.id,
         "name": t.name,
