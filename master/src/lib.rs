@@ -208,6 +208,25 @@ fn default_hostname(addr: SocketAddr) -> String {
     addr.ip().to_string()
 }
 
+/// How many connections may wait to be accepted. Every agent of a cluster
+/// reconnects at once after a failover; with tokio's default (1,024) the
+/// kernel drops the excess and those agents retry only after its 1 s SYN
+/// timeout. The kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// Binds the master's listener with a deep accept queue.
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted master can bind at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Binds and starts serving. A standalone master recovers its registry and
 /// leads before this returns; with ZooKeeper the master starts as a standby
 /// (redirecting to the leader) and leads once elected. Returns once the
@@ -217,12 +236,10 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningMaster, MasterError> {
     config.validate()?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| MasterError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = bind_listener(config.listen).map_err(|source| MasterError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let addr = listener.local_addr().map_err(|source| MasterError::Bind {
         addr: config.listen,
         source,
