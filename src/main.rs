@@ -265,8 +265,13 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     };
     master.core.agent_heartbeat_interval = Duration::from_secs(3);
     master.validate().map_err(usage)?;
+    // The agent's master is the address the master binds, known once it
+    // runs (`--listen` may ask for any free port with `:0`). Until then the
+    // agent's flags are checked against a stand-in with a port, so that bad
+    // ones still exit 64 before anything binds.
+    let stand_in = std::net::SocketAddr::new(args.listen.ip(), args.listen.port().max(1));
     let mut agent =
-        agora_agent::AgentConfig::new(args.listen.to_string(), args.data_dir.join("agent"));
+        agora_agent::AgentConfig::new(stand_in.to_string(), args.data_dir.join("agent"));
     agent.listen = args.agent_listen;
     agent.resources = parse_resources(&args.resources)?;
     agent.attributes = parse_attributes(&args.attributes)?;

@@ -315,6 +315,47 @@ async fn dev_runs_a_whole_cluster_in_one_process() {
     assert!(code.success(), "agora dev exited {code:?}:\n{}", dev.text());
 }
 
+#[tokio::test]
+async fn dev_takes_any_free_ports_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Proc::spawn(
+        &[
+            "dev",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--resources",
+            "cpus:1;mem:256",
+        ],
+        &[],
+    );
+    // "  agora execute --master 127.0.0.1:PORT --name hello ..."
+    let line = dev.wait_line("agora execute --master").await;
+    let addr = line
+        .split_whitespace()
+        .skip_while(|w| *w != "--master")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no address in: {line}"))
+        .to_string();
+    assert!(!addr.ends_with(":0"), "the bound port, not 0: {line}");
+    let mut exec = Proc::spawn(
+        &[
+            "execute",
+            "--master",
+            &addr,
+            "--name",
+            "any-port",
+            "--command",
+            "true",
+        ],
+        &[],
+    );
+    assert_eq!(exec.exit_code().await, 0, "{}", exec.text());
+}
+
 /// A port nobody listens on right now (for flags that need a fixed port).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
