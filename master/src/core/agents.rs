@@ -2,6 +2,7 @@
 //! heartbeats, status updates, disconnection and unreachability.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use agora_proto::v1::{
     self, FrameworkInfo, RegisterAgent, StatusReason, TaskState, TaskStatus, agent_message, event,
@@ -76,6 +77,13 @@ impl MasterCore {
         self.agent_conns.insert(conn, id.clone());
 
         // Reconcile: what the agent reports is the truth.
+        // The agent's id as its known tasks share it (a fresh one otherwise).
+        let shared_id: Arc<str> = self.agents[&id]
+            .tasks
+            .iter()
+            .find_map(|(f, t)| self.frameworks.get(&**f)?.tasks.get(t))
+            .map(|t| t.agent_id.clone())
+            .unwrap_or_else(|| id.as_str().into());
         let mut reported: HashSet<(String, String)> = HashSet::new();
         let mut shutdown: BTreeSet<String> = BTreeSet::new();
         for t in register.tasks {
@@ -96,7 +104,7 @@ impl MasterCore {
                 self.add_recovered_framework(info, now);
             }
             reported.insert((fw_id.clone(), t.task_id.clone()));
-            self.reconcile_reported_task(&id, t, was, now);
+            self.reconcile_reported_task(&shared_id, t, was, now);
         }
         for fw_id in shutdown {
             tracing::info!(framework_id = %fw_id, "agent runs tasks of a removed framework; shutting them down");
@@ -111,8 +119,8 @@ impl MasterCore {
         let missing: Vec<(String, String)> = self.agents[&id]
             .tasks
             .iter()
-            .filter(|k| !reported.contains(*k))
-            .cloned()
+            .map(|(f, t)| (f.to_string(), t.clone()))
+            .filter(|k| !reported.contains(k))
             .collect();
         for (fw_id, task_id) in missing {
             self.lose_unreported_task(&fw_id, &task_id, now);
@@ -123,11 +131,11 @@ impl MasterCore {
         for (fw_id, task_id) in &self.agents[&id].tasks {
             if let Some(t) = self
                 .frameworks
-                .get(fw_id)
+                .get(&**fw_id)
                 .and_then(|f| f.tasks.get(task_id))
                 && !t.released
             {
-                used.push((fw_id.clone(), t.role.clone(), t.resources.clone()));
+                used.push((fw_id.to_string(), t.role.to_string(), t.resources.clone()));
             }
         }
         self.allocator.add_agent(&id, total, &used);
@@ -140,12 +148,12 @@ impl MasterCore {
         for (fw_id, task_id) in &self.agents[&id].tasks {
             if let Some(t) = self
                 .frameworks
-                .get_mut(fw_id)
+                .get_mut(&**fw_id)
                 .and_then(|f| f.tasks.get_mut(task_id))
                 && let Some(policy) = t.kill_pending.take()
             {
                 kills.push(v1::KillTask {
-                    framework_id: fw_id.clone(),
+                    framework_id: fw_id.to_string(),
                     task_id: task_id.clone(),
                     kill_policy: policy,
                 });
@@ -191,7 +199,7 @@ impl MasterCore {
     /// or learn it.
     fn reconcile_reported_task(
         &mut self,
-        agent_id: &str,
+        agent_id: &Arc<str>,
         reported: v1::Task,
         was: Option<AgentStatus>,
         now: Now,
@@ -202,10 +210,17 @@ impl MasterCore {
         let Some(fw) = self.frameworks.get_mut(&fw_id) else {
             return;
         };
+        // The framework's id as its tasks share it (a fresh one for its first).
+        let shared_fw: Arc<str> = fw
+            .tasks
+            .values()
+            .next()
+            .map(|t| t.framework_id.clone())
+            .unwrap_or_else(|| fw_id.as_str().into());
         match fw.tasks.get_mut(&task_id) {
             Some(task) => {
                 let previous = task.state;
-                if task.agent_id != agent_id {
+                if *task.agent_id != **agent_id {
                     tracing::warn!(task_id = %task_id, "task reported by another agent than the master placed it on");
                 }
                 if let Ok(next) = transition(previous, state) {
@@ -250,10 +265,10 @@ impl MasterCore {
                     task_id.clone(),
                     Box::new(Task {
                         id: task_id.clone(),
-                        framework_id: fw_id.clone(),
-                        agent_id: agent_id.to_string(),
+                        framework_id: shared_fw.clone(),
+                        agent_id: agent_id.clone(),
                         name: reported.name.clone(),
-                        role,
+                        role: role.into(),
                         resources,
                         state,
                         last_status: reported.status.clone().map(Task::without_ids),
@@ -267,8 +282,8 @@ impl MasterCore {
                 );
             }
         }
-        if let Some(agent) = self.agents.get_mut(agent_id) {
-            agent.tasks.insert((fw_id, task_id));
+        if let Some(agent) = self.agents.get_mut(&**agent_id) {
+            agent.tasks.insert((shared_fw, task_id));
         }
     }
 
@@ -476,7 +491,11 @@ impl MasterCore {
             self.outbox.close.push(conn);
         }
         agent.status = AgentStatus::Unreachable;
-        let tasks: Vec<(String, String)> = agent.tasks.iter().cloned().collect();
+        let tasks: Vec<(String, String)> = agent
+            .tasks
+            .iter()
+            .map(|(f, t)| (f.to_string(), t.clone()))
+            .collect();
         for id in self.offers_on(agent_id) {
             self.remove_offer(id, None, true, now);
         }

@@ -243,8 +243,11 @@ impl MasterCore {
             return;
         }
 
-        let agent_id = offers[0].agent_id.to_string();
-        let role = offers[0].role.to_string();
+        let shared_framework_id = offers[0].framework_id.clone();
+        let shared_agent_id = offers[0].agent_id.clone();
+        let shared_role = offers[0].role.clone();
+        let agent_id = shared_agent_id.to_string();
+        let role = shared_role.to_string();
         let mut remaining = Resources::new();
         for o in &offers {
             remaining.add(&o.resources);
@@ -271,10 +274,10 @@ impl MasterCore {
                     t.agent_id = agent_id.clone();
                     let task = Task {
                         id: t.task_id.clone(),
-                        framework_id: fw_id.to_string(),
-                        agent_id: agent_id.clone(),
+                        framework_id: shared_framework_id.clone(),
+                        agent_id: shared_agent_id.clone(),
                         name: t.name.clone(),
-                        role: role.clone(),
+                        role: shared_role.clone(),
                         resources,
                         state: TaskState::TaskStaging,
                         last_status: None,
@@ -285,7 +288,7 @@ impl MasterCore {
                         labels: t.labels.clone(),
                         staged_at: now.unix,
                     };
-                    let key = (fw_id.to_string(), t.task_id.clone());
+                    let key = (shared_framework_id.clone(), t.task_id.clone());
                     if let Some(agent) = self.agents.get_mut(&agent_id) {
                         agent.tasks.insert(key);
                     }
@@ -534,11 +537,13 @@ impl MasterCore {
         let mut agents_to_tell: HashSet<String> = HashSet::new();
         let mut tasks = Vec::new();
         for (_, mut task) in fw.tasks.drain() {
-            if let Some(agent) = self.agents.get_mut(&task.agent_id) {
-                agent.tasks.remove(&(fw_id.to_string(), task.id.clone()));
+            if let Some(agent) = self.agents.get_mut(&*task.agent_id) {
+                agent
+                    .tasks
+                    .remove(&(std::sync::Arc::clone(&task.framework_id), task.id.clone()));
             }
             if !is_terminal(task.state) {
-                agents_to_tell.insert(task.agent_id.clone());
+                agents_to_tell.insert(task.agent_id.to_string());
                 task.state = TaskState::TaskKilled;
                 let status = MasterCore::master_status(
                     &task,
@@ -585,10 +590,10 @@ impl Task {
     fn placeholder(fw_id: &str, task_id: &str, agent_id: &str) -> Task {
         Task {
             id: task_id.to_string(),
-            framework_id: fw_id.to_string(),
-            agent_id: agent_id.to_string(),
+            framework_id: fw_id.into(),
+            agent_id: agent_id.into(),
             name: String::new(),
-            role: String::new(),
+            role: "".into(),
             resources: Resources::new(),
             state: TaskState::TaskUnknown,
             last_status: None,

@@ -129,8 +129,9 @@ pub struct Agent {
     /// Until when a `Recovering` agent may reregister.
     pub recover_deadline: Option<Instant>,
     pub registered_at: f64,
-    /// The agent's tasks, as (framework id, task id).
-    pub tasks: BTreeSet<(String, String)>,
+    /// The agent's tasks, as (framework id, task id); the framework id is
+    /// the task's own (shared).
+    pub tasks: BTreeSet<(Arc<str>, String)>,
 }
 
 impl Agent {
@@ -148,10 +149,13 @@ impl Agent {
 #[derive(Debug, Clone)]
 pub struct Task {
     pub id: String,
-    pub framework_id: String,
-    pub agent_id: String,
+    /// The framework's, agent's and role's ids are shared (with the
+    /// allocator's and the offers'): a master holds hundreds of thousands of
+    /// tasks, and each would otherwise own three copies.
+    pub framework_id: Arc<str>,
+    pub agent_id: Arc<str>,
     pub name: String,
-    pub role: String,
+    pub role: Arc<str>,
     pub resources: Resources,
     pub state: TaskState,
     /// The latest status, kept without the task, agent and framework ids
@@ -189,8 +193,8 @@ impl Task {
     pub fn status(&self) -> Option<TaskStatus> {
         self.last_status.as_ref().map(|s| TaskStatus {
             task_id: self.id.clone(),
-            agent_id: self.agent_id.clone(),
-            framework_id: self.framework_id.clone(),
+            agent_id: self.agent_id.to_string(),
+            framework_id: self.framework_id.to_string(),
             ..s.clone()
         })
     }
@@ -203,15 +207,15 @@ impl Task {
     pub fn to_proto(&self) -> v1::Task {
         v1::Task {
             task_id: self.id.clone(),
-            framework_id: self.framework_id.clone(),
-            agent_id: self.agent_id.clone(),
+            framework_id: self.framework_id.to_string(),
+            agent_id: self.agent_id.to_string(),
             name: self.name.clone(),
             state: self.state as i32,
             resources: self.resources.to_proto(),
             status: self.status(),
             container: self.container.as_deref().cloned(),
             labels: self.labels.clone(),
-            role: self.role.clone(),
+            role: self.role.to_string(),
         }
     }
 }
@@ -838,8 +842,8 @@ impl MasterCore {
             message: message.into(),
             source: v1::StatusSource::SourceMaster as i32,
             reason: reason as i32,
-            agent_id: task.agent_id.clone(),
-            framework_id: task.framework_id.clone(),
+            agent_id: task.agent_id.to_string(),
+            framework_id: task.framework_id.to_string(),
             uuid: Vec::new(),
             timestamp: now.unix,
             healthy: task.status_fields().and_then(|s| s.healthy),
@@ -879,10 +883,10 @@ impl MasterCore {
         let Some(task) = fw.tasks.remove(task_id) else {
             return;
         };
-        if let Some(agent) = self.agents.get_mut(&task.agent_id) {
+        if let Some(agent) = self.agents.get_mut(&*task.agent_id) {
             agent
                 .tasks
-                .remove(&(framework_id.to_string(), task_id.to_string()));
+                .remove(&(Arc::clone(&task.framework_id), task_id.to_string()));
         }
         fw.completed.push_back(task);
         while fw.completed.len() > max {

@@ -55,10 +55,10 @@ pub fn task_json(t: &Task) -> Value {
     json!({
         "id": t.id,
         "name": t.name,
-        "framework_id": t.framework_id,
-        "agent_id": t.agent_id,
+        "framework_id": &*t.framework_id,
+        "agent_id": &*t.agent_id,
         "state": t.state.as_str_name(),
-        "role": t.role,
+        "role": &*t.role,
         "resources": resources_json(&t.resources),
         "message": status.map(|s| s.message.as_str()).unwrap_or(""),
         "reason": status.map(|s| s.reason().as_str_name()).unwrap_or("REASON_NONE"),
@@ -87,7 +87,7 @@ impl MasterCore {
         for (fw_id, task_id) in &a.tasks {
             if let Some(t) = self
                 .frameworks
-                .get(fw_id)
+                .get(&**fw_id)
                 .and_then(|f| f.tasks.get(task_id))
                 && !t.released
             {
