@@ -403,7 +403,7 @@ pub struct MasterCore {
     batched: Vec<u32>,
     /// Batches filled up during the cycle, waiting for it to end.
     full_batches: Vec<(ConnId, EncodedOffers)>,
-    /// Where each cycle writes its offers' own fields; reused from cycle to
+    /// Where each cycle writes its offers; reused from cycle to
     /// cycle once the last cycle's offers were sent (see [`EncodedOffers`]).
     offer_heads: bytes::BytesMut,
     /// Bytes per offer in the last cycle (a little more).
