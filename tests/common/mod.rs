@@ -343,23 +343,32 @@ impl Proc {
         self.output.lock().unwrap().join("\n")
     }
 
-    /// Waits for an output line containing `needle`, and returns it.
+    /// Waits for an output line containing `needle`, and returns it. On
+    /// timeout the panic shows what the process printed, so a failure says
+    /// why (it exited, or stalled at some step).
     pub async fn wait_line(&self, needle: &str) -> String {
-        let out = self.output.clone();
-        let needle = needle.to_string();
-        let what = format!("a line with `{needle}` from agora");
-        eventually(&what, DEADLINE, || {
-            let out = out.clone();
-            let needle = needle.clone();
-            async move {
-                out.lock()
-                    .unwrap()
-                    .iter()
-                    .find(|l| l.contains(&needle))
-                    .cloned()
+        let until = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(line) = self
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
+            {
+                return line;
             }
-        })
-        .await
+            if tokio::time::Instant::now() >= until {
+                let out = self.output.lock().unwrap();
+                let tail = out[out.len().saturating_sub(40)..].join("\n");
+                panic!(
+                    "timed out after {DEADLINE:?} waiting for a line with `{needle}` from agora; \
+                     its last output:\n{tail}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Waits for the `key=value` field of a log line containing `needle`.
