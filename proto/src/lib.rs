@@ -5,6 +5,7 @@ pub mod attributes;
 pub mod duration;
 pub mod resources;
 pub mod task_state;
+pub mod webui;
 pub mod wire;
 
 /// The generated protobuf messages and gRPC services (`agora.v1`).
@@ -17,6 +18,7 @@ pub use attributes::{format_attributes, parse_attributes};
 pub use duration::parse_duration;
 pub use resources::{Ranges, Resource, ResourceError, Resources, Scalar, UNRESERVED};
 pub use task_state::{IllegalTransition, is_terminal, transition};
+pub use webui::{WebUiUrl, parse_webui_url};
 
 /// The version of Agora, as `/version` reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

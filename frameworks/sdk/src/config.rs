@@ -67,6 +67,9 @@ impl SchedulerConfig {
                 return invalid(e.to_string());
             }
         }
+        if let Err(e) = agora_proto::parse_webui_url(&self.framework.webui_url) {
+            return invalid(e);
+        }
         if !(self.framework.failover_timeout.is_finite() && self.framework.failover_timeout >= 0.0)
         {
             return invalid(format!(
@@ -166,6 +169,16 @@ mod tests {
                     ..ok.clone()
                 },
                 "failover_timeout",
+            ),
+            (
+                SchedulerConfig {
+                    framework: FrameworkInfo {
+                        webui_url: "localhost:8080".into(),
+                        ..ok.framework.clone()
+                    },
+                    ..ok.clone()
+                },
+                "webui_url",
             ),
         ];
         for (config, why) in cases {

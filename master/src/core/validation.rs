@@ -50,6 +50,7 @@ pub fn validate_framework(info: &FrameworkInfo) -> Result<Vec<String>, String> {
             info.failover_timeout
         ));
     }
+    agora_proto::parse_webui_url(&info.webui_url)?;
     let mut roles: Vec<String> = Vec::new();
     for role in &info.roles {
         validate_role(role).map_err(|e| e.to_string())?;
@@ -202,6 +203,10 @@ mod tests {
         info.failover_timeout = -1.0;
         assert!(validate_framework(&info).is_err());
         info.failover_timeout = 0.0;
+        info.webui_url = "https://secure:443".into();
+        assert!(validate_framework(&info).unwrap_err().contains("http://"));
+        info.webui_url = "http://127.0.0.1:8080".into();
+        assert!(validate_framework(&info).is_ok());
         info.name = " ".into();
         assert!(validate_framework(&info).is_err());
     }

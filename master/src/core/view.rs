@@ -138,6 +138,7 @@ impl MasterCore {
             "name": f.info.name,
             "user": f.info.user,
             "hostname": f.info.hostname,
+            "webui_url": f.info.webui_url,
             "roles": f.roles,
             "connected": f.conn.is_some(),
             "active": f.conn.is_some(),
