@@ -176,6 +176,7 @@ pub fn tasks(tasks: &[Value]) -> String {
         "FRAMEWORK",
         "AGENT",
         "STATE",
+        "HEALTH",
         "CPUS",
         "MEM (MB)",
         "MESSAGE",
@@ -187,12 +188,29 @@ pub fn tasks(tasks: &[Value]) -> String {
             s(&task["framework_id"]).to_string(),
             s(&task["agent_id"]).to_string(),
             s(&task["state"]).to_string(),
+            health(task),
             fmt_num(num(&task["resources"]["cpus"])),
             fmt_num(num(&task["resources"]["mem"])),
             s(&task["message"]).to_string(),
         ]);
     }
     t.to_string()
+}
+
+/// A task's health for the tables: `healthy`, `unhealthy` or `-` (no
+/// health checks, or no verdict yet), and `not ready` while its readiness
+/// checks have not all succeeded.
+fn health(task: &Value) -> String {
+    let health = match task["healthy"].as_bool() {
+        Some(true) => "healthy",
+        Some(false) => "unhealthy",
+        None => "-",
+    };
+    match task["ready"].as_bool() {
+        Some(false) if health == "-" => "not ready".to_string(),
+        Some(false) => format!("{health}, not ready"),
+        _ => health.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -226,5 +244,21 @@ mod tests {
         assert_eq!(task_list(&state, false).len(), 1);
         assert_eq!(task_list(&state, true).len(), 2);
         assert!(tasks(&task_list(&state, false)).contains("TASK_RUNNING"));
+    }
+
+    #[test]
+    fn the_health_column() {
+        let row =
+            |healthy: Value, ready: Value| health(&json!({"healthy": healthy, "ready": ready}));
+        assert_eq!(row(Value::Null, Value::Null), "-");
+        assert_eq!(row(json!(true), Value::Null), "healthy");
+        assert_eq!(row(json!(false), json!(true)), "unhealthy");
+        assert_eq!(row(json!(true), json!(false)), "healthy, not ready");
+        assert_eq!(row(Value::Null, json!(false)), "not ready");
+        let table = tasks(&[json!({"id": "t1", "state": "TASK_RUNNING", "healthy": false})]);
+        assert!(
+            table.contains("HEALTH") && table.contains("unhealthy"),
+            "{table}"
+        );
     }
 }

@@ -662,6 +662,7 @@ impl SimAgent {
             timestamp: agora_proto::unix_seconds(SystemTime::now()),
             healthy: None,
             exit_code: (state == TaskState::TaskFinished).then_some(0),
+            ready: None,
         }
     }
 

@@ -1,8 +1,10 @@
 //! `agora-proto`: the wire protocol of Agora (generated gRPC code), the
-//! resource model, agent attributes and the task-state rules. No I/O.
+//! resource model, agent attributes, the task-state rules and the rules of
+//! tasks' health and readiness checks. No I/O.
 
 pub mod attributes;
 pub mod duration;
+pub mod health;
 pub mod resources;
 pub mod task_state;
 pub mod webui;

@@ -246,6 +246,7 @@ impl MasterCore {
                     if let Some(s) = task.status_fields() {
                         status.exit_code = s.exit_code;
                         status.healthy = s.healthy;
+                        status.ready = s.ready;
                     }
                     self.send_updates(&fw_id, vec![status]);
                 }

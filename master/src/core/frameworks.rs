@@ -628,5 +628,6 @@ fn invalid_status(
         timestamp: now.unix,
         healthy: None,
         exit_code: None,
+        ready: None,
     }
 }

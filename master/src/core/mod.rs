@@ -848,6 +848,7 @@ impl MasterCore {
             timestamp: now.unix,
             healthy: task.status_fields().and_then(|s| s.healthy),
             exit_code: None,
+            ready: task.status_fields().and_then(|s| s.ready),
         }
     }
 

@@ -875,3 +875,53 @@ fn a_cycle_with_more_offers_than_a_batch_holds_sends_them_all_in_order() {
         .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }
+
+#[test]
+fn the_latest_health_and_readiness_are_kept_shown_and_reconciled() {
+    let mut h = Harness::new();
+    let (_agent, fw) = running_task(&mut h, 100.0);
+    // The agent reports the task unhealthy and not ready.
+    h.core.agent_message(
+        1,
+        agent_message::Message::Updates(v1::StatusUpdates {
+            statuses: vec![v1::TaskStatus {
+                task_id: "t1".into(),
+                framework_id: fw.clone(),
+                state: TaskState::TaskRunning as i32,
+                uuid: vec![2; 16],
+                source: v1::StatusSource::SourceAgent as i32,
+                reason: StatusReason::ReasonTaskHealthCheckStatusUpdated as i32,
+                message: "GET http://127.0.0.1:31000/ answered 503".into(),
+                healthy: Some(false),
+                ready: Some(false),
+                ..Default::default()
+            }],
+        }),
+        h.now,
+    );
+    let u = Harness::updates(&h.core.take_outbox(), 10);
+    assert_eq!(u[0].healthy, Some(false), "forwarded as sent");
+    let state = h.core.state_json("m:5050");
+    let t = &state["frameworks"][0]["tasks"][0];
+    assert_eq!(t["state"], "TASK_RUNNING");
+    assert_eq!(t["healthy"], false);
+    assert_eq!(t["ready"], false);
+    assert_eq!(t["reason"], "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED");
+
+    // Reconciliation answers with the latest health, as do the statuses the
+    // master makes up itself (here: the agent goes unreachable).
+    h.call(10, call::Call::Reconcile(v1::Reconcile { tasks: vec![] }));
+    let u = Harness::updates(&h.core.take_outbox(), 10);
+    assert_eq!((u[0].healthy, u[0].ready), (Some(false), Some(false)));
+    h.core.agent_closed(1, h.now);
+    h.advance(Duration::from_secs(16));
+    let u = Harness::updates(&h.core.take_outbox(), 10);
+    let unreachable = u
+        .iter()
+        .find(|s| s.state() == TaskState::TaskUnreachable)
+        .expect("the task is reported unreachable");
+    assert_eq!(
+        (unreachable.healthy, unreachable.ready),
+        (Some(false), Some(false))
+    );
+}

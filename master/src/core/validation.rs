@@ -116,6 +116,7 @@ pub fn validate_task(
         ));
     }
     let resources = Resources::from_proto(&task.resources).map_err(|e| e.to_string())?;
+    agora_proto::health::task_checks(task)?;
     if resources.cpus().is_zero() && resources.mem().is_zero() {
         return Err("task asks for no cpus and no mem; give it at least one of them".into());
     }
@@ -186,6 +187,33 @@ mod tests {
         let err =
             validate_task(&task("b", "disk:1"), "S1", none, &HashSet::new(), &offer).unwrap_err();
         assert!(err.contains("no cpus and no mem"), "{err}");
+    }
+
+    #[test]
+    fn health_checks_are_validated() {
+        use v1::health_check::{HttpCheckInfo, Type};
+        let offer = Resources::parse("cpus:1;mem:128;ports:[31000-31010]").unwrap();
+        let none = |_: &str| false;
+        let mut t = task("h", "cpus:0.5;ports:[31000-31000]");
+        t.health_checks = vec![v1::HealthCheck {
+            r#type: Type::Http as i32,
+            http: Some(HttpCheckInfo {
+                port_index: Some(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        assert!(validate_task(&t, "S1", none, &HashSet::new(), &offer).is_ok());
+        t.health_checks[0].http.as_mut().unwrap().port_index = Some(1);
+        let err = validate_task(&t, "S1", none, &HashSet::new(), &offer).unwrap_err();
+        assert!(
+            err.contains("health_checks[0].http.port_index: 1 is out of range"),
+            "{err}"
+        );
+        t.health_checks[0].http.as_mut().unwrap().port_index = Some(0);
+        t.health_checks[0].interval_seconds = Some(f64::NAN);
+        let err = validate_task(&t, "S1", none, &HashSet::new(), &offer).unwrap_err();
+        assert!(err.contains("interval_seconds: NaN"), "{err}");
     }
 
     #[test]

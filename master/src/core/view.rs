@@ -64,6 +64,7 @@ pub fn task_json(t: &Task) -> Value {
         "reason": status.map(|s| s.reason().as_str_name()).unwrap_or("REASON_NONE"),
         "exit_code": status.and_then(|s| s.exit_code),
         "healthy": status.and_then(|s| s.healthy),
+        "ready": status.and_then(|s| s.ready),
         "staged_at": t.staged_at,
         "updated_at": status.map(|s| s.timestamp),
         "docker_image": t.container.as_ref().and_then(|c| c.docker.as_ref()).map(|d| d.image.clone()),
