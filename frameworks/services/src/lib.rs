@@ -1,0 +1,11 @@
+//! `agora-services`: Agora's services framework, a Marathon-compatible
+//! scheduler for long-running apps. Users POST JSON app definitions to its
+//! REST API (Marathon's v2 API); it keeps that many instances running,
+//! scales them, replaces them in rolling upgrades, and heals them when tasks
+//! or agents die. Guide: `docs/services.md`.
+
+pub mod app;
+pub mod constraint;
+pub mod path_id;
+pub mod time;
+pub mod validation;
