@@ -9,3 +9,6 @@ pub mod constraint;
 pub mod path_id;
 pub mod time;
 pub mod validation;
+pub mod deployment;
+pub mod health;
+pub mod instance;
