@@ -12,3 +12,9 @@ pub mod validation;
 pub mod deployment;
 pub mod health;
 pub mod instance;
+pub mod error;
+pub mod refusal;
+pub mod state;
+pub mod store;
+
+pub use error::ServicesError;

@@ -1,0 +1,238 @@
+//! What the framework keeps in the coord Store, and how.
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `apps/<app id>` | the current [`StoredApp`] |
+//! | `versions/<app id>@<millis>` | every kept version of an app (the newest [`MAX_VERSIONS`]) |
+//! | `instances/<app id>#<shard>` | the app's [`Instance`]s whose id hashes to that shard (of [`SHARDS`]) |
+//! | `deployments/<id>` | a running [`Deployment`] |
+//! | `failures/<app id>` | the app's last task failure |
+//! | `framework-id` | the framework id (kept by the framework kit) |
+//!
+//! Instances are sharded so that a launch or a loss touches a few keys,
+//! written together in one batch, never one write per instance; a new leader
+//! reads all of them with one listing and one multi-get. Changes are
+//! collected in a [`Changes`] and committed in one batch.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+
+use crate::ServicesError;
+use crate::app::StoredApp;
+use crate::deployment::Deployment;
+use crate::instance::Instance;
+use crate::time::Millis;
+
+/// Versions kept per app (Marathon's `zk_max_versions` default).
+pub const MAX_VERSIONS: usize = 50;
+/// Instance shards per app: 10,000 instances make about 160 per shard
+/// (some 50 KB), well under ZooKeeper's 1 MB node limit.
+pub const SHARDS: u32 = 64;
+
+pub fn app_key(app: &str) -> String {
+    format!("apps/{app}")
+}
+pub fn version_key(app: &str, version: Millis) -> String {
+    format!("versions/{app}@{version:013}")
+}
+pub fn versions_prefix(app: &str) -> String {
+    format!("versions/{app}@")
+}
+pub fn shard_of(task_id: &str) -> u32 {
+    // FNV-1a: stable across processes and releases (std's hasher is not).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in task_id.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % SHARDS as u64) as u32
+}
+pub fn shard_key(app: &str, shard: u32) -> String {
+    format!("instances/{app}#{shard:02}")
+}
+pub fn deployment_key(id: &str) -> String {
+    format!("deployments/{id}")
+}
+pub fn failure_key(app: &str) -> String {
+    format!("failures/{app}")
+}
+
+/// The last task of an app that failed (Marathon's `lastTaskFailure`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskFailure {
+    pub app_id: String,
+    pub host: String,
+    pub message: String,
+    pub state: String,
+    pub task_id: String,
+    pub timestamp: String,
+    pub version: String,
+    pub slave_id: String,
+}
+
+/// Writes to make together.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub puts: BTreeMap<String, Vec<u8>>,
+    pub deletes: BTreeSet<String>,
+}
+
+impl Changes {
+    pub fn put<T: Serialize>(&mut self, key: String, value: &T) {
+        let bytes = serde_json::to_vec(value).expect("records serialise");
+        self.deletes.remove(&key);
+        self.puts.insert(key, bytes);
+    }
+
+    pub fn delete(&mut self, key: String) {
+        self.puts.remove(&key);
+        self.deletes.insert(key);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.puts.len() + self.deletes.len()
+    }
+
+    /// Writes the given shards of `app` from its instances (deleting the
+    /// ones that became empty).
+    pub fn put_shards<'a>(
+        &mut self,
+        app: &str,
+        shards: impl IntoIterator<Item = u32>,
+        instances: impl Iterator<Item = &'a Instance> + Clone,
+    ) {
+        for shard in shards {
+            let members: Vec<&Instance> = instances
+                .clone()
+                .filter(|i| shard_of(&i.task_id) == shard)
+                .collect();
+            let key = shard_key(app, shard);
+            if members.is_empty() {
+                self.delete(key);
+            } else {
+                self.put(key, &members);
+            }
+        }
+    }
+}
+
+/// Everything the framework had stored, as a new leader reads it.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub apps: BTreeMap<String, StoredApp>,
+    /// Kept versions per app, oldest first.
+    pub versions: BTreeMap<String, Vec<Millis>>,
+    pub instances: BTreeMap<String, Vec<Instance>>,
+    pub deployments: Vec<Deployment>,
+    pub failures: BTreeMap<String, TaskFailure>,
+}
+
+/// The store, as the framework uses it.
+#[derive(Clone)]
+pub struct Records {
+    store: Arc<dyn agora_coord::Store>,
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, ServicesError> {
+    serde_json::from_slice(bytes).map_err(|source| ServicesError::Corrupt {
+        key: key.to_string(),
+        source,
+    })
+}
+
+impl Records {
+    pub fn new(store: Arc<dyn agora_coord::Store>) -> Records {
+        Records { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn agora_coord::Store> {
+        &self.store
+    }
+
+    async fn get_all(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, ServicesError> {
+        let keys = self.store.list(prefix).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(entry) = self.store.get(&key).await? {
+                out.push((key, entry.value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads every record.
+    pub async fn load(&self) -> Result<Loaded, ServicesError> {
+        let mut loaded = Loaded::default();
+        for (key, bytes) in self.get_all("apps/").await? {
+            let app: StoredApp = decode(&key, &bytes)?;
+            loaded.apps.insert(app.definition.id.clone(), app);
+        }
+        for key in self.store.list("versions/").await? {
+            if let Some((app, v)) = key
+                .strip_prefix("versions/")
+                .and_then(|rest| rest.rsplit_once('@'))
+                && let Ok(v) = v.parse::<Millis>()
+            {
+                loaded.versions.entry(app.to_string()).or_default().push(v);
+            }
+        }
+        for v in loaded.versions.values_mut() {
+            v.sort_unstable();
+        }
+        for (key, bytes) in self.get_all("instances/").await? {
+            let members: Vec<Instance> = decode(&key, &bytes)?;
+            for i in members {
+                loaded.instances.entry(i.app_id.clone()).or_default().push(i);
+            }
+        }
+        for (key, bytes) in self.get_all("deployments/").await? {
+            loaded.deployments.push(decode(&key, &bytes)?);
+        }
+        for (key, bytes) in self.get_all("failures/").await? {
+            let f: TaskFailure = decode(&key, &bytes)?;
+            loaded.failures.insert(f.app_id.clone(), f);
+        }
+        Ok(loaded)
+    }
+
+    /// One stored version of an app.
+    pub async fn version(&self, app: &str, version: Millis) -> Result<Option<StoredApp>, ServicesError> {
+        let key = version_key(app, version);
+        match self.store.get(&key).await? {
+            Some(e) => Ok(Some(decode(&key, &e.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `changes`.
+    pub async fn commit(&self, changes: Changes) -> Result<(), ServicesError> {
+        for (key, value) in changes.puts {
+            self.store.set(&key, value, agora_coord::Expected::Any).await?;
+        }
+        for key in changes.deletes {
+            self.store.delete(&key, agora_coord::Expected::Any).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_and_split() {
+        assert!(version_key("/a", 5) < version_key("/a", 40));
+        assert_eq!(shard_key("/team/web", 3), "instances//team/web#03");
+        assert!(shard_of("web.1234") < SHARDS);
+        assert_eq!(shard_of("web.1234"), shard_of("web.1234"));
+    }
+}
