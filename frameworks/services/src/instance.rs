@@ -37,6 +37,10 @@ pub struct Instance {
     /// The role its resources came from.
     #[serde(default)]
     pub role: String,
+    /// Its agent's attributes (`rack:r1;zone:a`), for the constraints of
+    /// later placements.
+    #[serde(default)]
+    pub attributes: String,
 }
 
 impl Instance {

@@ -18,3 +18,12 @@ pub mod state;
 pub mod store;
 
 pub use error::ServicesError;
+pub mod api;
+pub mod command;
+pub mod events;
+pub mod groups;
+pub mod metrics;
+pub mod openapi;
+pub mod queue;
+pub mod render;
+pub mod taskinfo;

@@ -48,6 +48,9 @@ pub struct AppState {
 /// Launching: backoff after failures and what offers did (for `/v2/queue`).
 #[derive(Debug, Clone, Default)]
 pub struct LaunchState {
+    /// Instances to launch now (the controller's latest decision; shown
+    /// as the queue's `count`).
+    pub wanted: u32,
     /// Failed tasks since the last configuration change.
     pub failures: u32,
     /// No launch before this time (backoff).
@@ -630,6 +633,7 @@ mod tests {
                 unreachable_since: None,
                 killing: false,
                 role: "*".into(),
+                attributes: String::new(),
             });
         }
         let p = deploy(&mut s, vec![AppChange::KillAndScale { id: "/a".into(), tasks: vec!["a.1".into(), "nope".into()] }], false, 200).unwrap();
