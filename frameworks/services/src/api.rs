@@ -171,7 +171,7 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .and(warp::path::tail())
         .and(warp::method())
         .and(query)
-        .and(body.clone())
+        .and(body)
         .and(warp::header::optional::<String>("x-forwarded-for"))
         .and(warp::addr::remote())
         .and(with.clone())
@@ -200,7 +200,7 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
     let tasks_delete = warp::path!("v2" / "tasks" / "delete")
         .and(warp::post())
         .and(query)
-        .and(body.clone())
+        .and(body)
         .and(with.clone())
         .then(|q: Vec<(String, String)>, body: Bytes, h: Handle| async move {
             match tasks_delete(&h, &q, body).await {
@@ -239,7 +239,7 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .and(warp::path::tail())
         .and(warp::method())
         .and(query)
-        .and(body.clone())
+        .and(body)
         .and(with.clone())
         .then(|tail: warp::path::Tail, method, q: Vec<(String, String)>, body: Bytes, h: Handle| async move {
             match crate::groups::route(&h, tail.as_str(), &method, &q, body).await {
