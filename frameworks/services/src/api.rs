@@ -111,17 +111,32 @@ fn values<'a>(query: &'a [(String, String)], name: &'a str) -> impl Iterator<Ite
 }
 
 impl Handle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, Refusal>>) -> Command) -> Result<T, Refusal> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Refusal>>) -> Command,
+    ) -> Result<T, Refusal> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))
             .map_err(|_| Refusal::unavailable("the services framework is stopping"))?;
-        rx.await
-            .map_err(|_| Refusal::unavailable("the services framework stopped leading before the change was made; try again"))?
+        rx.await.map_err(|_| {
+            Refusal::unavailable(
+                "the services framework stopped leading before the change was made; try again",
+            )
+        })?
     }
 
-    pub(crate) async fn ask_deploy(&self, changes: Vec<AppChange>, force: bool) -> Result<(String, time::Millis), Refusal> {
-        self.ask(|reply| Command::Deploy { changes, force, reply }).await
+    pub(crate) async fn ask_deploy(
+        &self,
+        changes: Vec<AppChange>,
+        force: bool,
+    ) -> Result<(String, time::Millis), Refusal> {
+        self.ask(|reply| Command::Deploy {
+            changes,
+            force,
+            reply,
+        })
+        .await
     }
 }
 
@@ -157,7 +172,10 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .map(|h: Handle| {
             let text = h.metrics.render(&h.state.read());
             response()
-                .header("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                .header(
+                    "content-type",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
                 .body(body_of(text))
                 .expect("response")
         });
@@ -175,13 +193,23 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .and(warp::header::optional::<String>("x-forwarded-for"))
         .and(warp::addr::remote())
         .and(with.clone())
-        .then(|tail: warp::path::Tail, method, q: Vec<(String, String)>, body: Bytes, fwd: Option<String>, remote: Option<SocketAddr>, h: Handle| async move {
-            let client = fwd.or(remote.map(|r| r.ip().to_string())).unwrap_or_default();
-            match apps_route(&h, tail.as_str(), &method, &q, body, &client).await {
-                Ok(r) => r,
-                Err(r) => refusal(r),
-            }
-        });
+        .then(
+            |tail: warp::path::Tail,
+             method,
+             q: Vec<(String, String)>,
+             body: Bytes,
+             fwd: Option<String>,
+             remote: Option<SocketAddr>,
+             h: Handle| async move {
+                let client = fwd
+                    .or(remote.map(|r| r.ip().to_string()))
+                    .unwrap_or_default();
+                match apps_route(&h, tail.as_str(), &method, &q, body, &client).await {
+                    Ok(r) => r,
+                    Err(r) => refusal(r),
+                }
+            },
+        );
     let tasks = warp::path!("v2" / "tasks")
         .and(warp::get())
         .and(query)
@@ -202,12 +230,14 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .and(query)
         .and(body)
         .and(with.clone())
-        .then(|q: Vec<(String, String)>, body: Bytes, h: Handle| async move {
-            match tasks_delete(&h, &q, body).await {
-                Ok(r) => r,
-                Err(r) => refusal(r),
-            }
-        });
+        .then(
+            |q: Vec<(String, String)>, body: Bytes, h: Handle| async move {
+                match tasks_delete(&h, &q, body).await {
+                    Ok(r) => r,
+                    Err(r) => refusal(r),
+                }
+            },
+        );
     let deployments = warp::path!("v2" / "deployments")
         .and(warp::get())
         .and(with.clone())
@@ -220,47 +250,69 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .and(warp::delete())
         .and(query)
         .and(with.clone())
-        .then(|id: String, q: Vec<(String, String)>, h: Handle| async move {
-            let force = match flag(&q, "force") {
-                Ok(f) => f,
-                Err(r) => return refusal(r),
-            };
-            match h.ask(|reply| Command::CancelDeployment { id, force, reply }).await {
-                Ok(None) => response().status(202).body(body_of(Vec::new())).expect("response"),
-                Ok(Some((id, version))) => json_reply(
-                    200,
-                    &json!({"deploymentId": id, "version": time::format(version)}),
-                ),
-                Err(r) => refusal(r),
-            }
-        });
-    let groups = warp::path("v2")
-        .and(warp::path("groups"))
-        .and(warp::path::tail())
-        .and(warp::method())
-        .and(query)
-        .and(body)
-        .and(with.clone())
-        .then(|tail: warp::path::Tail, method, q: Vec<(String, String)>, body: Bytes, h: Handle| async move {
-            match crate::groups::route(&h, tail.as_str(), &method, &q, body).await {
-                Ok(r) => r,
-                Err(r) => refusal(r),
-            }
-        });
+        .then(
+            |id: String, q: Vec<(String, String)>, h: Handle| async move {
+                let force = match flag(&q, "force") {
+                    Ok(f) => f,
+                    Err(r) => return refusal(r),
+                };
+                match h
+                    .ask(|reply| Command::CancelDeployment { id, force, reply })
+                    .await
+                {
+                    Ok(None) => response()
+                        .status(202)
+                        .body(body_of(Vec::new()))
+                        .expect("response"),
+                    Ok(Some((id, version))) => json_reply(
+                        200,
+                        &json!({"deploymentId": id, "version": time::format(version)}),
+                    ),
+                    Err(r) => refusal(r),
+                }
+            },
+        );
+    let groups =
+        warp::path("v2")
+            .and(warp::path("groups"))
+            .and(warp::path::tail())
+            .and(warp::method())
+            .and(query)
+            .and(body)
+            .and(with.clone())
+            .then(
+                |tail: warp::path::Tail,
+                 method,
+                 q: Vec<(String, String)>,
+                 body: Bytes,
+                 h: Handle| async move {
+                    match crate::groups::route(&h, tail.as_str(), &method, &q, body).await {
+                        Ok(r) => r,
+                        Err(r) => refusal(r),
+                    }
+                },
+            );
     let queue = warp::path!("v2" / "queue")
         .and(warp::get())
         .and(query)
         .and(with.clone())
         .map(|q: Vec<(String, String)>, h: Handle| {
             let embed_offers = values(&q, "embed").any(|e| e == "lastUnusedOffers");
-            json_reply(200, &crate::queue::render(&h.state.read(), embed_offers, time::now_millis()))
+            json_reply(
+                200,
+                &crate::queue::render(&h.state.read(), embed_offers, time::now_millis()),
+            )
         });
     let queue_delay = warp::path!("v2" / "queue" / ..)
         .and(warp::path::tail())
         .and(warp::delete())
         .and(with.clone())
         .then(|tail: warp::path::Tail, h: Handle| async move {
-            let Some(app) = tail.as_str().strip_suffix("/delay").or_else(|| tail.as_str().strip_suffix("delay")) else {
+            let Some(app) = tail
+                .as_str()
+                .strip_suffix("/delay")
+                .or_else(|| tail.as_str().strip_suffix("delay"))
+            else {
                 return refusal(Refusal::not_found("expected /v2/queue/{app id}/delay"));
             };
             let app = match PathId::parse(app) {
@@ -268,7 +320,10 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
                 Err(e) => return refusal(Refusal::invalid_at("/id", e)),
             };
             match h.ask(|reply| Command::ResetDelay { app, reply }).await {
-                Ok(()) => response().status(204).body(body_of(Vec::new())).expect("response"),
+                Ok(()) => response()
+                    .status(204)
+                    .body(body_of(Vec::new()))
+                    .expect("response"),
                 Err(r) => refusal(r),
             }
         });
@@ -277,12 +332,23 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .and(query)
         .and(warp::addr::remote())
         .and(with.clone())
-        .map(|q: Vec<(String, String)>, remote: Option<SocketAddr>, h: Handle| {
-            let types: BTreeSet<String> = values(&q, "event_type").map(str::to_string).collect();
-            event_stream(&h, types, remote)
-        });
+        .map(
+            |q: Vec<(String, String)>, remote: Option<SocketAddr>, h: Handle| {
+                let types: BTreeSet<String> =
+                    values(&q, "event_type").map(str::to_string).collect();
+                event_stream(&h, types, remote)
+            },
+        );
 
-    let standby_safe = ping.or(info).unify().or(leader).unify().or(metrics).unify().or(openapi).unify();
+    let standby_safe = ping
+        .or(info)
+        .unify()
+        .or(leader)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(openapi)
+        .unify();
     let leader_only = apps
         .or(tasks_delete)
         .unify()
@@ -304,25 +370,31 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .and(with.clone())
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and_then(|h: Handle, path: warp::path::FullPath, raw_query: String| async move {
-            match &*h.leadership.borrow() {
-                Leadership::Leading => Err(warp::reject::not_found()),
-                Leadership::Standby(Some(leader)) => {
-                    let q = if raw_query.is_empty() { String::new() } else { format!("?{raw_query}") };
-                    let location = format!("http://{leader}{}{q}", path.as_str());
-                    Ok::<_, warp::Rejection>(
-                        response()
-                            .status(StatusCode::TEMPORARY_REDIRECT)
-                            .header("location", location)
-                            .body(body_of(Vec::new()))
-                            .expect("response"),
-                    )
+        .and_then(
+            |h: Handle, path: warp::path::FullPath, raw_query: String| async move {
+                match &*h.leadership.borrow() {
+                    Leadership::Leading => Err(warp::reject::not_found()),
+                    Leadership::Standby(Some(leader)) => {
+                        let q = if raw_query.is_empty() {
+                            String::new()
+                        } else {
+                            format!("?{raw_query}")
+                        };
+                        let location = format!("http://{leader}{}{q}", path.as_str());
+                        Ok::<_, warp::Rejection>(
+                            response()
+                                .status(StatusCode::TEMPORARY_REDIRECT)
+                                .header("location", location)
+                                .body(body_of(Vec::new()))
+                                .expect("response"),
+                        )
+                    }
+                    Leadership::Standby(None) => Ok(refusal(Refusal::unavailable(
+                        "no instance of the services framework leads right now; try again shortly",
+                    ))),
                 }
-                Leadership::Standby(None) => Ok(refusal(Refusal::unavailable(
-                    "no instance of the services framework leads right now; try again shortly",
-                ))),
-            }
-        });
+            },
+        );
     standby_safe
         .or(leader_gate)
         .unify()
@@ -340,7 +412,10 @@ async fn handle_rejection(err: warp::Rejection) -> Result<Response, Infallible> 
     } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
         Refusal::new(405, "method not allowed on this route; see /openapi.json")
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
-        Refusal::new(413, format!("the request body is larger than {MAX_BODY} bytes"))
+        Refusal::new(
+            413,
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        )
     } else if err.find::<warp::reject::InvalidQuery>().is_some() {
         Refusal::bad_request("malformed query string")
     } else if err.find::<warp::reject::LengthRequired>().is_some() {
@@ -353,7 +428,11 @@ async fn handle_rejection(err: warp::Rejection) -> Result<Response, Infallible> 
 
 /// `running` / `staging` as Marathon's `status` filter names them.
 fn condition(i: &crate::instance::Instance) -> String {
-    if i.is_launching() { "staging".into() } else { "running".into() }
+    if i.is_launching() {
+        "staging".into()
+    } else {
+        "running".into()
+    }
 }
 
 fn info_json(h: &Handle) -> Value {
@@ -460,11 +539,22 @@ async fn apps_route(
             let embed = Embed::parse(values(q, "embed"));
             let cmd = q.iter().find(|(k, _)| k == "cmd").map(|(_, v)| v.as_str());
             let id_filter = q.iter().find(|(k, _)| k == "id").map(|(_, v)| v.as_str());
-            let label = q.iter().find(|(k, _)| k == "label").map(|(_, v)| v.as_str());
+            let label = q
+                .iter()
+                .find(|(k, _)| k == "label")
+                .map(|(_, v)| v.as_str());
             let state = h.state.read();
             let apps: Vec<_> = state
                 .visible_apps()
-                .filter(|a| cmd.is_none_or(|c| a.current.definition.cmd.as_deref().is_some_and(|x| x.contains(c))))
+                .filter(|a| {
+                    cmd.is_none_or(|c| {
+                        a.current
+                            .definition
+                            .cmd
+                            .as_deref()
+                            .is_some_and(|x| x.contains(c))
+                    })
+                })
                 .filter(|a| id_filter.is_none_or(|f| a.id().contains(f)))
                 .filter(|a| label.is_none_or(|l| label_matches(&a.current.definition.labels, l)))
                 .map(|a| render::app(&state, a, embed))
@@ -480,7 +570,8 @@ async fn apps_route(
             let app = state.app(&id).ok_or_else(|| Refusal::app_not_found(&id))?;
             let rendered = serde_json::to_value(render::app(&state, app, Embed::default()))
                 .unwrap_or(Value::Null);
-            h.events.publish(Event::api_post(client, "/v2/apps", rendered.clone()));
+            h.events
+                .publish(Event::api_post(client, "/v2/apps", rendered.clone()));
             let bytes = serde_json::to_vec(&rendered).unwrap_or_default();
             Ok(response()
                 .status(201)
@@ -493,14 +584,16 @@ async fn apps_route(
         (AppRoute::List, &Method::PUT) => {
             let value = validation::parse_json(&body)?;
             let Value::Array(items) = value else {
-                return Err(Refusal::invalid_at("/", "expected a JSON array of app updates"));
+                return Err(Refusal::invalid_at(
+                    "/",
+                    "expected a JSON array of app updates",
+                ));
             };
             let mut changes = Vec::new();
             for (n, item) in items.into_iter().enumerate() {
-                let id = item
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| Refusal::invalid_at(&format!("/{n}/id"), "each update needs an id"))?;
+                let id = item.get("id").and_then(Value::as_str).ok_or_else(|| {
+                    Refusal::invalid_at(&format!("/{n}/id"), "each update needs an id")
+                })?;
                 let id = normalise_id(id)?;
                 changes.push(AppChange::Patch { id, body: item });
             }
@@ -511,7 +604,10 @@ async fn apps_route(
             let id = normalise_id(&id)?;
             let state = h.state.read();
             let app = state.app(&id).ok_or_else(|| Refusal::app_not_found(&id))?;
-            Ok(json_reply(200, &json!({ "app": render::app(&state, app, Embed::all()) })))
+            Ok(json_reply(
+                200,
+                &json!({ "app": render::app(&state, app, Embed::all()) }),
+            ))
         }
         (AppRoute::App(id), &Method::PUT) => {
             let id = normalise_id(&id)?;
@@ -529,14 +625,26 @@ async fn apps_route(
                         .version(&id, version)
                         .await
                         .map_err(|e| Refusal::unavailable(e.to_string()))?
-                        .ok_or_else(|| Refusal::not_found(format!("App '{id}' does not exist in version {v}")))?;
-                    AppChange::Rollback { id: id.clone(), to: Box::new(to) }
+                        .ok_or_else(|| {
+                            Refusal::not_found(format!("App '{id}' does not exist in version {v}"))
+                        })?;
+                    AppChange::Rollback {
+                        id: id.clone(),
+                        to: Box::new(to),
+                    }
                 }
-                _ => AppChange::Patch { id: id.clone(), body: value.clone() },
+                _ => AppChange::Patch {
+                    id: id.clone(),
+                    body: value.clone(),
+                },
             };
             let (d, v) = h.ask_deploy(vec![change], force).await?;
-            h.events.publish(Event::api_post(client, &format!("/v2/apps{id}"), value));
-            Ok(json_reply(if existed { 200 } else { 201 }, &deployment_result(d, v)))
+            h.events
+                .publish(Event::api_post(client, &format!("/v2/apps{id}"), value));
+            Ok(json_reply(
+                if existed { 200 } else { 201 },
+                &deployment_result(d, v),
+            ))
         }
         (AppRoute::App(id), &Method::DELETE) => {
             let id = normalise_id(&id)?;
@@ -579,7 +687,10 @@ async fn apps_route(
                 .get(&task)
                 .filter(|i| i.is_active())
                 .ok_or_else(|| Refusal::not_found(format!("Task '{task}' does not exist")))?;
-            Ok(json_reply(200, &json!({ "task": render::task(i, &app.current.definition) })))
+            Ok(json_reply(
+                200,
+                &json!({ "task": render::task(i, &app.current.definition) }),
+            ))
         }
         (AppRoute::Task(id, task), &Method::DELETE) => {
             let id = normalise_id(&id)?;
@@ -596,7 +707,12 @@ async fn apps_route(
             let id = normalise_id(&id)?;
             let state = h.state.read();
             let app = state.app(&id).ok_or_else(|| Refusal::app_not_found(&id))?;
-            let versions: Vec<String> = app.versions.iter().rev().map(|v| time::format(*v)).collect();
+            let versions: Vec<String> = app
+                .versions
+                .iter()
+                .rev()
+                .map(|v| time::format(*v))
+                .collect();
             Ok(json_reply(200, &json!({ "versions": versions })))
         }
         (AppRoute::Version(id, v), &Method::GET) => {
@@ -604,16 +720,22 @@ async fn apps_route(
             if h.state.read().app(&id).is_none() {
                 return Err(Refusal::app_not_found(&id));
             }
-            let version = time::parse(&v).ok_or_else(|| Refusal::not_found(format!("'{v}' is not a version")))?;
+            let version = time::parse(&v)
+                .ok_or_else(|| Refusal::not_found(format!("'{v}' is not a version")))?;
             let stored = h
                 .records
                 .version(&id, version)
                 .await
                 .map_err(|e| Refusal::unavailable(e.to_string()))?
-                .ok_or_else(|| Refusal::not_found(format!("App '{id}' does not exist in version {v}")))?;
+                .ok_or_else(|| {
+                    Refusal::not_found(format!("App '{id}' does not exist in version {v}"))
+                })?;
             Ok(json_reply(200, &render::app_version(&stored)))
         }
-        _ => Err(Refusal::new(405, format!("{method} is not allowed on /v2/apps{tail}"))),
+        _ => Err(Refusal::new(
+            405,
+            format!("{method} is not allowed on /v2/apps{tail}"),
+        )),
     }
 }
 
@@ -638,12 +760,24 @@ async fn kill(
 ) -> Result<Response, Refusal> {
     if scale {
         let (d, v) = h
-            .ask_deploy(vec![AppChange::KillAndScale { id: app.to_string(), tasks }], force)
+            .ask_deploy(
+                vec![AppChange::KillAndScale {
+                    id: app.to_string(),
+                    tasks,
+                }],
+                force,
+            )
             .await?;
         return Ok(json_reply(200, &deployment_result(d, v)));
     }
-    let targets: Vec<(String, String)> = tasks.iter().map(|t| (app.to_string(), t.clone())).collect();
-    let killed = h.ask(|reply| Command::KillTasks { tasks: targets, reply }).await?;
+    let targets: Vec<(String, String)> =
+        tasks.iter().map(|t| (app.to_string(), t.clone())).collect();
+    let killed = h
+        .ask(|reply| Command::KillTasks {
+            tasks: targets,
+            reply,
+        })
+        .await?;
     let state = h.state.read();
     let rendered: Vec<_> = state
         .apps
@@ -659,26 +793,37 @@ async fn kill(
     if single {
         match rendered.into_iter().next() {
             Some(t) => Ok(json_reply(200, &json!({ "task": t }))),
-            None => Err(Refusal::not_found("the task ended before it could be killed")),
+            None => Err(Refusal::not_found(
+                "the task ended before it could be killed",
+            )),
         }
     } else {
         Ok(json_reply(200, &json!({ "tasks": rendered })))
     }
 }
 
-async fn tasks_delete(h: &Handle, q: &[(String, String)], body: Bytes) -> Result<Response, Refusal> {
+async fn tasks_delete(
+    h: &Handle,
+    q: &[(String, String)],
+    body: Bytes,
+) -> Result<Response, Refusal> {
     let value = validation::parse_json(&body)?;
     let ids: Vec<String> = match value.get("ids") {
         Some(Value::Array(a)) => a
             .iter()
             .enumerate()
             .map(|(n, v)| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| Refusal::invalid_at(&format!("/ids/{n}"), "a task id is a string"))
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    Refusal::invalid_at(&format!("/ids/{n}"), "a task id is a string")
+                })
             })
             .collect::<Result<_, _>>()?,
-        _ => return Err(Refusal::invalid_at("/ids", "expected {\"ids\": [task ids]}")),
+        _ => {
+            return Err(Refusal::invalid_at(
+                "/ids",
+                "expected {\"ids\": [task ids]}",
+            ));
+        }
     };
     let scale = flag(q, "scale")?;
     let force = flag(q, "force")?;
@@ -691,7 +836,10 @@ async fn tasks_delete(h: &Handle, q: &[(String, String)], body: Bytes) -> Result
                 .visible_apps()
                 .find(|a| a.instances.get(id).is_some_and(|i| i.is_active()))
                 .ok_or_else(|| Refusal::not_found(format!("Task '{id}' does not exist")))?;
-            by_app.entry(app.id().to_string()).or_default().push(id.clone());
+            by_app
+                .entry(app.id().to_string())
+                .or_default()
+                .push(id.clone());
         }
     }
     if scale {
@@ -706,7 +854,11 @@ async fn tasks_delete(h: &Handle, q: &[(String, String)], body: Bytes) -> Result
         .into_iter()
         .flat_map(|(a, ts)| ts.into_iter().map(move |t| (a.clone(), t)))
         .collect();
-    h.ask(|reply| Command::KillTasks { tasks: targets, reply }).await?;
+    h.ask(|reply| Command::KillTasks {
+        tasks: targets,
+        reply,
+    })
+    .await?;
     Ok(json_reply(200, &json!({})))
 }
 
@@ -734,7 +886,8 @@ fn event_stream(h: &Handle, types: BTreeSet<String>, remote: Option<SocketAddr>)
                 Some(e) => warp::sse::Event::default()
                     .event(e.kind)
                     .data(e.data.to_string()),
-                None => warp::sse::Event::default().comment("some events were dropped: this stream fell behind"),
+                None => warp::sse::Event::default()
+                    .comment("some events were dropped: this stream fell behind"),
             };
             Ok::<_, Infallible>(sse)
         });
@@ -747,11 +900,19 @@ mod tests {
 
     #[test]
     fn flags_read_like_marathons_clients_send_them() {
-        let q = vec![("force".to_string(), "False".to_string()), ("scale".to_string(), "True".to_string())];
+        let q = vec![
+            ("force".to_string(), "False".to_string()),
+            ("scale".to_string(), "True".to_string()),
+        ];
         assert!(!flag(&q, "force").unwrap());
         assert!(flag(&q, "scale").unwrap());
         assert!(!flag(&q, "wipe").unwrap());
-        assert_eq!(flag(&[("force".into(), "maybe".into())], "force").unwrap_err().status, 400);
+        assert_eq!(
+            flag(&[("force".into(), "maybe".into())], "force")
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 
     #[test]
@@ -759,10 +920,18 @@ mod tests {
         let s = State::default();
         assert!(matches!(parse_app_route("", &s), AppRoute::List));
         assert!(matches!(parse_app_route("/web", &s), AppRoute::App(id) if id == "/web"));
-        assert!(matches!(parse_app_route("/team/web/restart", &s), AppRoute::Restart(id) if id == "/team/web"));
-        assert!(matches!(parse_app_route("team/web/tasks/t1", &s), AppRoute::Task(id, t) if id == "/team/web" && t == "t1"));
-        assert!(matches!(parse_app_route("/web/versions", &s), AppRoute::Versions(id) if id == "/web"));
-        assert!(matches!(parse_app_route("/web/versions/2020-01-01T00:00:00.000Z", &s), AppRoute::Version(id, _) if id == "/web"));
+        assert!(
+            matches!(parse_app_route("/team/web/restart", &s), AppRoute::Restart(id) if id == "/team/web")
+        );
+        assert!(
+            matches!(parse_app_route("team/web/tasks/t1", &s), AppRoute::Task(id, t) if id == "/team/web" && t == "t1")
+        );
+        assert!(
+            matches!(parse_app_route("/web/versions", &s), AppRoute::Versions(id) if id == "/web")
+        );
+        assert!(
+            matches!(parse_app_route("/web/versions/2020-01-01T00:00:00.000Z", &s), AppRoute::Version(id, _) if id == "/web")
+        );
     }
 
     #[test]

@@ -540,8 +540,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let e = serde_json::from_str::<AppDefinition>(r#"{"id":"/web","healthcheck":[]}"#)
-            .unwrap_err();
+        let e =
+            serde_json::from_str::<AppDefinition>(r#"{"id":"/web","healthcheck":[]}"#).unwrap_err();
         assert!(e.to_string().contains("unknown field `healthcheck`"), "{e}");
     }
 

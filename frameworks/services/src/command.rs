@@ -29,4 +29,3 @@ pub enum Command {
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
 }
-

@@ -91,11 +91,17 @@ impl Event {
     }
 
     pub fn deployment_success(d: &Deployment) -> Event {
-        Event::new("deployment_success", json!({"id": d.id, "plan": render::plan_json(d)}))
+        Event::new(
+            "deployment_success",
+            json!({"id": d.id, "plan": render::plan_json(d)}),
+        )
     }
 
     pub fn deployment_failed(d: &Deployment) -> Event {
-        Event::new("deployment_failed", json!({"id": d.id, "plan": render::plan_json(d)}))
+        Event::new(
+            "deployment_failed",
+            json!({"id": d.id, "plan": render::plan_json(d)}),
+        )
     }
 
     pub fn group_change_success(group: &str, version: time::Millis) -> Event {

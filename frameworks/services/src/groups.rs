@@ -24,17 +24,31 @@ fn collect_apps(
     out: &mut Vec<crate::app::AppDefinition>,
 ) -> Result<(), Refusal> {
     let Some(obj) = body.as_object() else {
-        return Err(Refusal::invalid_at(if path.is_empty() { "/" } else { path }, "expected a JSON object"));
+        return Err(Refusal::invalid_at(
+            if path.is_empty() { "/" } else { path },
+            "expected a JSON object",
+        ));
     };
     for key in obj.keys() {
-        if !matches!(key.as_str(), "id" | "apps" | "groups" | "dependencies" | "version" | "scaleBy" | "enforceRole" | "pods") {
-            return Err(Refusal::invalid_at(&format!("{path}/{key}"), format!("unknown field `{key}`")));
+        if !matches!(
+            key.as_str(),
+            "id" | "apps"
+                | "groups"
+                | "dependencies"
+                | "version"
+                | "scaleBy"
+                | "enforceRole"
+                | "pods"
+        ) {
+            return Err(Refusal::invalid_at(
+                &format!("{path}/{key}"),
+                format!("unknown field `{key}`"),
+            ));
         }
     }
     let here = match obj.get("id").and_then(Value::as_str) {
-        Some(id) if !path.is_empty() => {
-            PathId::parse_in(id, group).map_err(|e| Refusal::invalid_at(&format!("{path}/id"), e))?
-        }
+        Some(id) if !path.is_empty() => PathId::parse_in(id, group)
+            .map_err(|e| Refusal::invalid_at(&format!("{path}/id"), e))?,
         _ => group.clone(),
     };
     if let Some(apps) = obj.get("apps") {
@@ -49,7 +63,11 @@ fn collect_apps(
                     return Err(Refusal::invalid(
                         v.into_iter()
                             .map(|v| Violation {
-                                path: if v.path == "/" { at.clone() } else { format!("{at}{}", v.path) },
+                                path: if v.path == "/" {
+                                    at.clone()
+                                } else {
+                                    format!("{at}{}", v.path)
+                                },
                                 errors: v.errors,
                             })
                             .collect(),
@@ -66,7 +84,10 @@ fn collect_apps(
         for (i, g) in list.iter().enumerate() {
             let at = format!("{path}/groups/{i}");
             if g.get("id").and_then(Value::as_str).is_none() {
-                return Err(Refusal::invalid_at(&format!("{at}/id"), "a group needs an id"));
+                return Err(Refusal::invalid_at(
+                    &format!("{at}/id"),
+                    "a group needs an id",
+                ));
             }
             collect_apps(h, g, &here, &at, out)?;
         }
@@ -102,7 +123,9 @@ pub async fn route(
     match *method {
         Method::GET => {
             let embed = Embed {
-                tasks: q.iter().any(|(k, v)| k == "embed" && v.ends_with("apps.tasks")),
+                tasks: q
+                    .iter()
+                    .any(|(k, v)| k == "embed" && v.ends_with("apps.tasks")),
                 ..Embed::default()
             };
             let state = h.state.read();
@@ -113,14 +136,18 @@ pub async fn route(
         Method::POST => {
             let value = validation::parse_json(&body)?;
             let group = match value.get("id").and_then(Value::as_str) {
-                Some(gid) => PathId::parse_in(gid, &id).map_err(|e| Refusal::invalid_at("/id", e))?,
+                Some(gid) => {
+                    PathId::parse_in(gid, &id).map_err(|e| Refusal::invalid_at("/id", e))?
+                }
                 None => id.clone(),
             };
             if group.is_root() {
                 return Err(Refusal::invalid_at("/id", "give the new group an id"));
             }
             if !apps_within(h, &group).is_empty() {
-                return Err(Refusal::conflict(format!("Group {group} is already created. Use PUT to change this group.")));
+                return Err(Refusal::conflict(format!(
+                    "Group {group} is already created. Use PUT to change this group."
+                )));
             }
             let mut apps = Vec::new();
             collect_apps(h, &value, &group, "", &mut apps)?;
@@ -157,7 +184,8 @@ pub async fn route(
             }
             let mut apps = Vec::new();
             collect_apps(h, &value, &id, "", &mut apps)?;
-            let wanted: std::collections::BTreeSet<String> = apps.iter().map(|a| a.id.clone()).collect();
+            let wanted: std::collections::BTreeSet<String> =
+                apps.iter().map(|a| a.id.clone()).collect();
             let mut changes: Vec<AppChange> = apps.into_iter().map(AppChange::Put).collect();
             if value.get("apps").is_some() || value.get("groups").is_some() {
                 // The body is the group's new content: apps not in it go.
@@ -175,10 +203,16 @@ pub async fn route(
             if apps.is_empty() {
                 return Err(Refusal::not_found(format!("Group '{id}' does not exist")));
             }
-            let changes = apps.into_iter().map(|(a, _)| AppChange::Remove(a)).collect();
+            let changes = apps
+                .into_iter()
+                .map(|(a, _)| AppChange::Remove(a))
+                .collect();
             let (d, v) = h.ask_deploy(changes, force).await?;
             Ok(json_reply(200, &result(d, v)))
         }
-        _ => Err(Refusal::new(405, format!("{method} is not allowed on /v2/groups"))),
+        _ => Err(Refusal::new(
+            405,
+            format!("{method} is not allowed on /v2/groups"),
+        )),
     }
 }

@@ -16,7 +16,9 @@ use crate::instance::Instance;
 
 /// Whether `instance` counts as healthy for `app`.
 pub fn is_healthy(instance: &Instance, _app: &AppDefinition) -> bool {
-    instance.state == TaskState::TaskRunning && !instance.killing && instance.unreachable_since.is_none()
+    instance.state == TaskState::TaskRunning
+        && !instance.killing
+        && instance.unreachable_since.is_none()
 }
 
 /// What `tasksHealthy` / `tasksUnhealthy` count `instance` as: neither

@@ -6,16 +6,16 @@
 
 pub mod app;
 pub mod constraint;
-pub mod path_id;
-pub mod time;
-pub mod validation;
 pub mod deployment;
+pub mod error;
 pub mod health;
 pub mod instance;
-pub mod error;
+pub mod path_id;
 pub mod refusal;
 pub mod state;
 pub mod store;
+pub mod time;
+pub mod validation;
 
 pub use error::ServicesError;
 pub mod api;

@@ -13,8 +13,10 @@ use regex::Regex;
 
 /// One segment: labels of `[a-z0-9]` with inner dashes, joined by dots.
 static SEGMENT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$")
-        .expect("segment pattern")
+    Regex::new(
+        r"^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$",
+    )
+    .expect("segment pattern")
 });
 
 /// What a user is told about a malformed id.
@@ -80,7 +82,9 @@ impl PathId {
 
     /// Every group from the root down to this id's parent (`/`, `/a`, ...).
     pub fn ancestors(&self) -> Vec<PathId> {
-        (0..self.0.len()).map(|n| PathId(self.0[..n].to_vec())).collect()
+        (0..self.0.len())
+            .map(|n| PathId(self.0[..n].to_vec()))
+            .collect()
     }
 
     /// Marathon's task id prefix: the segments joined by `_`.
@@ -110,7 +114,9 @@ mod tests {
 
     #[test]
     fn refuses_bad_segments() {
-        for bad in ["/Web", "/-web", "/web-", "/a..b", "/a b", "/a_b", "/ünï", "/.x"] {
+        for bad in [
+            "/Web", "/-web", "/web-", "/a..b", "/a b", "/a_b", "/ünï", "/.x",
+        ] {
             assert!(PathId::parse(bad).is_err(), "{bad} should be refused");
         }
         assert!(PathId::parse("/..").is_err());
@@ -119,8 +125,14 @@ mod tests {
     #[test]
     fn relative_ids_resolve_against_their_group() {
         let base = PathId::parse("/team/web").unwrap();
-        assert_eq!(PathId::parse_in("db", &base).unwrap().to_string(), "/team/web/db");
-        assert_eq!(PathId::parse_in("../db", &base).unwrap().to_string(), "/team/db");
+        assert_eq!(
+            PathId::parse_in("db", &base).unwrap().to_string(),
+            "/team/web/db"
+        );
+        assert_eq!(
+            PathId::parse_in("../db", &base).unwrap().to_string(),
+            "/team/db"
+        );
         assert_eq!(PathId::parse_in("/x", &base).unwrap().to_string(), "/x");
     }
 

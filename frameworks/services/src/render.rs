@@ -32,7 +32,10 @@ impl Embed {
     pub fn parse<'a>(values: impl Iterator<Item = &'a str>) -> Embed {
         let mut e = Embed::default();
         for v in values {
-            let what = v.strip_prefix("apps.").or_else(|| v.strip_prefix("app.")).unwrap_or(v);
+            let what = v
+                .strip_prefix("apps.")
+                .or_else(|| v.strip_prefix("app."))
+                .unwrap_or(v);
             match what {
                 "tasks" => e.tasks = true,
                 "counts" => e.counts = true,
@@ -185,7 +188,9 @@ pub fn app<'a>(state: &'a State, a: &'a AppState, embed: Embed) -> AppJson<'a> {
         tasks_healthy: Some(c.healthy),
         tasks_unhealthy: Some(c.unhealthy),
         deployments: Some(deployments),
-        tasks: embed.tasks.then(|| tasks_of(a).map(|i| task(i, def)).collect()),
+        tasks: embed
+            .tasks
+            .then(|| tasks_of(a).map(|i| task(i, def)).collect()),
         last_task_failure: if embed.last_task_failure {
             a.last_failure.as_ref()
         } else {
@@ -236,11 +241,7 @@ pub fn deployment(d: &Deployment) -> Value {
 }
 
 /// A group as events and `/v2/groups` show it: its apps and subgroups.
-fn group_of(
-    id: &PathId,
-    apps: &BTreeMap<PathId, Value>,
-    version: Millis,
-) -> Value {
+fn group_of(id: &PathId, apps: &BTreeMap<PathId, Value>, version: Millis) -> Value {
     let mut own_apps = Vec::new();
     let mut children: BTreeMap<PathId, ()> = BTreeMap::new();
     for (app_id, app) in apps {
@@ -276,7 +277,10 @@ pub fn group(state: &State, id: &PathId, embed: Embed) -> Option<Value> {
             && pid != *id
         {
             version = version.max(a.current.version);
-            apps.insert(pid, serde_json::to_value(app(state, a, embed)).unwrap_or(Value::Null));
+            apps.insert(
+                pid,
+                serde_json::to_value(app(state, a, embed)).unwrap_or(Value::Null),
+            );
         }
     }
     if apps.is_empty() && !id.is_root() {

@@ -102,13 +102,22 @@ pub enum AppChange {
     Put(AppDefinition),
     /// PUT (partial update): the given top-level fields replace the
     /// current ones; creates the app when it does not exist.
-    Patch { id: String, body: Value },
+    Patch {
+        id: String,
+        body: Value,
+    },
     Remove(String),
     Restart(String),
     /// Back to a stored version (as a new version).
-    Rollback { id: String, to: Box<StoredApp> },
+    Rollback {
+        id: String,
+        to: Box<StoredApp>,
+    },
     /// Kill these tasks and lower `instances` by as many.
-    KillAndScale { id: String, tasks: Vec<String> },
+    KillAndScale {
+        id: String,
+        tasks: Vec<String>,
+    },
 }
 
 /// A checked change, ready to be stored and applied.
@@ -342,7 +351,11 @@ impl State {
             merged.insert(k, v);
         }
         merged.insert("id".into(), Value::String(id.to_string()));
-        Ok(validation::parse_app(Value::Object(merged), &PathId::root(), ctx)?)
+        Ok(validation::parse_app(
+            Value::Object(merged),
+            &PathId::root(),
+            ctx,
+        )?)
     }
 
     /// An app id may not be a group holding other apps, nor lie under
@@ -363,7 +376,9 @@ impl State {
                 if *other == id {
                     continue;
                 }
-                let Ok(o) = PathId::parse(other) else { continue };
+                let Ok(o) = PathId::parse(other) else {
+                    continue;
+                };
                 if o.is_within(&pid) {
                     return Err(Refusal::conflict(format!(
                         "{id} is a group holding the app {other}; an app cannot have the id of a group"
@@ -381,12 +396,20 @@ impl State {
 
     fn service_ports_except(&self, ids: &[String]) -> BTreeSet<i64> {
         let mut used = BTreeSet::new();
-        for a in self.apps.values().filter(|a| !ids.contains(&a.current.definition.id)) {
+        for a in self
+            .apps
+            .values()
+            .filter(|a| !ids.contains(&a.current.definition.id))
+        {
             let d = &a.current.definition;
             for p in d.port_definitions.iter().flatten() {
                 used.insert(p.port);
             }
-            for m in d.container.iter().flat_map(|c| c.port_mappings.iter().flatten()) {
+            for m in d
+                .container
+                .iter()
+                .flat_map(|c| c.port_mappings.iter().flatten())
+            {
                 used.insert(m.service_port);
             }
         }
@@ -426,7 +449,11 @@ impl State {
             }
         }
         for (app, task) in &p.kill {
-            if let Some(i) = self.apps.get_mut(app).and_then(|a| a.instances.get_mut(task)) {
+            if let Some(i) = self
+                .apps
+                .get_mut(app)
+                .and_then(|a| a.instances.get_mut(task))
+            {
                 i.killing = true;
             }
         }
@@ -496,7 +523,11 @@ fn assign_service_ports(def: &mut AppDefinition, used: &mut BTreeSet<i64>) {
             }
         }
     }
-    if let Some(mappings) = def.container.as_mut().and_then(|c| c.port_mappings.as_mut()) {
+    if let Some(mappings) = def
+        .container
+        .as_mut()
+        .and_then(|c| c.port_mappings.as_mut())
+    {
         for m in mappings.iter_mut() {
             if m.service_port == 0 {
                 m.service_port = next(used);
@@ -523,7 +554,12 @@ mod tests {
         validation::parse_app(v, &PathId::root(), &ctx()).unwrap()
     }
 
-    fn deploy(state: &mut State, changes: Vec<AppChange>, force: bool, now: Millis) -> Result<Prepared, Refusal> {
+    fn deploy(
+        state: &mut State,
+        changes: Vec<AppChange>,
+        force: bool,
+        now: Millis,
+    ) -> Result<Prepared, Refusal> {
         let p = state.prepare(changes, force, now, &ctx())?;
         state.apply(&p);
         Ok(p)
@@ -536,28 +572,83 @@ mod tests {
     #[test]
     fn create_assigns_versions_and_service_ports() {
         let mut s = State::default();
-        let p = deploy(&mut s, vec![AppChange::Create(def(json!({"id": "/a", "cmd": "x"})))], false, 100).unwrap();
+        let p = deploy(
+            &mut s,
+            vec![AppChange::Create(def(json!({"id": "/a", "cmd": "x"})))],
+            false,
+            100,
+        )
+        .unwrap();
         let a = s.app("/a").unwrap();
         assert_eq!(a.current.version, 100);
-        assert_eq!(a.current.definition.port_definitions.as_ref().unwrap()[0].port, 10000);
+        assert_eq!(
+            a.current.definition.port_definitions.as_ref().unwrap()[0].port,
+            10000
+        );
         assert_eq!(p.deployment.steps.len(), 2);
         finish_all(&mut s);
-        deploy(&mut s, vec![AppChange::Create(def(json!({"id": "/b", "cmd": "x"})))], false, 100).unwrap();
-        assert_eq!(s.app("/b").unwrap().current.definition.port_definitions.as_ref().unwrap()[0].port, 10001);
-        let e = s.prepare(vec![AppChange::Create(def(json!({"id": "/a", "cmd": "y"})))], false, 101, &ctx()).unwrap_err();
+        deploy(
+            &mut s,
+            vec![AppChange::Create(def(json!({"id": "/b", "cmd": "x"})))],
+            false,
+            100,
+        )
+        .unwrap();
+        assert_eq!(
+            s.app("/b")
+                .unwrap()
+                .current
+                .definition
+                .port_definitions
+                .as_ref()
+                .unwrap()[0]
+                .port,
+            10001
+        );
+        let e = s
+            .prepare(
+                vec![AppChange::Create(def(json!({"id": "/a", "cmd": "y"})))],
+                false,
+                101,
+                &ctx(),
+            )
+            .unwrap_err();
         assert_eq!(e.status, 409);
     }
 
     #[test]
     fn one_deployment_per_app_unless_forced() {
         let mut s = State::default();
-        let first = deploy(&mut s, vec![AppChange::Create(def(json!({"id": "/a", "cmd": "x"})))], false, 100).unwrap();
+        let first = deploy(
+            &mut s,
+            vec![AppChange::Create(def(json!({"id": "/a", "cmd": "x"})))],
+            false,
+            100,
+        )
+        .unwrap();
         let e = s
-            .prepare(vec![AppChange::Patch { id: "/a".into(), body: json!({"instances": 3}) }], false, 101, &ctx())
+            .prepare(
+                vec![AppChange::Patch {
+                    id: "/a".into(),
+                    body: json!({"instances": 3}),
+                }],
+                false,
+                101,
+                &ctx(),
+            )
             .unwrap_err();
         assert_eq!(e.status, 409);
         assert_eq!(e.body["deployments"][0]["id"], first.deployment.id.as_str());
-        let p = deploy(&mut s, vec![AppChange::Patch { id: "/a".into(), body: json!({"instances": 3}) }], true, 101).unwrap();
+        let p = deploy(
+            &mut s,
+            vec![AppChange::Patch {
+                id: "/a".into(),
+                body: json!({"instances": 3}),
+            }],
+            true,
+            101,
+        )
+        .unwrap();
         assert_eq!(p.cancelled, vec![first.deployment.id.clone()]);
         assert_eq!(s.deployments.len(), 1);
     }
@@ -565,33 +656,84 @@ mod tests {
     #[test]
     fn scale_keeps_the_configuration_and_a_change_restarts() {
         let mut s = State::default();
-        deploy(&mut s, vec![AppChange::Create(def(json!({"id": "/a", "cmd": "x"})))], false, 100).unwrap();
+        deploy(
+            &mut s,
+            vec![AppChange::Create(def(json!({"id": "/a", "cmd": "x"})))],
+            false,
+            100,
+        )
+        .unwrap();
         finish_all(&mut s);
-        let p = deploy(&mut s, vec![AppChange::Patch { id: "/a".into(), body: json!({"instances": 4}) }], false, 200).unwrap();
+        let p = deploy(
+            &mut s,
+            vec![AppChange::Patch {
+                id: "/a".into(),
+                body: json!({"instances": 4}),
+            }],
+            false,
+            200,
+        )
+        .unwrap();
         assert_eq!(p.deployment.steps[0][0].kind, ActionKind::ScaleApplication);
         let a = &s.app("/a").unwrap().current;
-        assert_eq!((a.version, a.last_scaling_at, a.last_config_change_at), (200, 200, 100));
+        assert_eq!(
+            (a.version, a.last_scaling_at, a.last_config_change_at),
+            (200, 200, 100)
+        );
         assert_eq!(a.definition.instances, 4);
-        assert_eq!(a.definition.cmd.as_deref(), Some("x"), "a partial update keeps the other fields");
+        assert_eq!(
+            a.definition.cmd.as_deref(),
+            Some("x"),
+            "a partial update keeps the other fields"
+        );
         finish_all(&mut s);
-        let p = deploy(&mut s, vec![AppChange::Patch { id: "/a".into(), body: json!({"cmd": "y"}) }], false, 150).unwrap();
-        assert_eq!(p.deployment.steps[0][0].kind, ActionKind::RestartApplication);
+        let p = deploy(
+            &mut s,
+            vec![AppChange::Patch {
+                id: "/a".into(),
+                body: json!({"cmd": "y"}),
+            }],
+            false,
+            150,
+        )
+        .unwrap();
+        assert_eq!(
+            p.deployment.steps[0][0].kind,
+            ActionKind::RestartApplication
+        );
         let a = &s.app("/a").unwrap().current;
         assert_eq!(a.version, 201, "versions only go forward");
         assert_eq!(a.last_config_change_at, 201);
         assert_eq!(s.app("/a").unwrap().versions, vec![100, 200, 201]);
         finish_all(&mut s);
         let p = deploy(&mut s, vec![AppChange::Restart("/a".into())], false, 300).unwrap();
-        assert_eq!(p.deployment.steps[0][0].kind, ActionKind::RestartApplication);
+        assert_eq!(
+            p.deployment.steps[0][0].kind,
+            ActionKind::RestartApplication
+        );
     }
 
     #[test]
     fn a_bad_patch_is_refused_with_its_path() {
         let mut s = State::default();
-        deploy(&mut s, vec![AppChange::Create(def(json!({"id": "/a", "cmd": "x"})))], false, 100).unwrap();
+        deploy(
+            &mut s,
+            vec![AppChange::Create(def(json!({"id": "/a", "cmd": "x"})))],
+            false,
+            100,
+        )
+        .unwrap();
         finish_all(&mut s);
         let e = s
-            .prepare(vec![AppChange::Patch { id: "/a".into(), body: json!({"cpus": -1}) }], false, 101, &ctx())
+            .prepare(
+                vec![AppChange::Patch {
+                    id: "/a".into(),
+                    body: json!({"cpus": -1}),
+                }],
+                false,
+                101,
+                &ctx(),
+            )
             .unwrap_err();
         assert_eq!(e.status, 422);
         assert_eq!(e.body["details"][0]["path"], "/cpus");
@@ -601,42 +743,85 @@ mod tests {
     #[test]
     fn groups_and_apps_do_not_overlap() {
         let mut s = State::default();
-        deploy(&mut s, vec![AppChange::Create(def(json!({"id": "/team/web", "cmd": "x"})))], false, 100).unwrap();
+        deploy(
+            &mut s,
+            vec![AppChange::Create(def(
+                json!({"id": "/team/web", "cmd": "x"}),
+            ))],
+            false,
+            100,
+        )
+        .unwrap();
         finish_all(&mut s);
         for id in ["/team", "/team/web/x"] {
-            let e = s.prepare(vec![AppChange::Create(def(json!({"id": id, "cmd": "x"})))], false, 101, &ctx()).unwrap_err();
+            let e = s
+                .prepare(
+                    vec![AppChange::Create(def(json!({"id": id, "cmd": "x"})))],
+                    false,
+                    101,
+                    &ctx(),
+                )
+                .unwrap_err();
             assert_eq!(e.status, 409, "{id}");
         }
-        deploy(&mut s, vec![AppChange::Create(def(json!({"id": "/team/db", "cmd": "x"})))], false, 101).unwrap();
+        deploy(
+            &mut s,
+            vec![AppChange::Create(def(
+                json!({"id": "/team/db", "cmd": "x"}),
+            ))],
+            false,
+            101,
+        )
+        .unwrap();
     }
 
     #[test]
     fn remove_hides_the_app_and_kill_and_scale_lowers_instances() {
         let mut s = State::default();
-        deploy(&mut s, vec![AppChange::Create(def(json!({"id": "/a", "cmd": "x", "instances": 3})))], false, 100).unwrap();
+        deploy(
+            &mut s,
+            vec![AppChange::Create(def(
+                json!({"id": "/a", "cmd": "x", "instances": 3}),
+            ))],
+            false,
+            100,
+        )
+        .unwrap();
         finish_all(&mut s);
         let app = s.apps.get_mut("/a").unwrap();
         for n in 0..3 {
             let id = format!("a.{n}");
-            app.instances.insert(id.clone(), Instance {
-                task_id: id,
-                app_id: "/a".into(),
-                version: 100,
-                config_version: 100,
-                agent_id: "s".into(),
-                host: "h".into(),
-                ports: vec![],
-                state: agora_proto::v1::TaskState::TaskRunning,
-                staged_at: n,
-                started_at: None,
-                healthy: None,
-                unreachable_since: None,
-                killing: false,
-                role: "*".into(),
-                attributes: String::new(),
-            });
+            app.instances.insert(
+                id.clone(),
+                Instance {
+                    task_id: id,
+                    app_id: "/a".into(),
+                    version: 100,
+                    config_version: 100,
+                    agent_id: "s".into(),
+                    host: "h".into(),
+                    ports: vec![],
+                    state: agora_proto::v1::TaskState::TaskRunning,
+                    staged_at: n,
+                    started_at: None,
+                    healthy: None,
+                    unreachable_since: None,
+                    killing: false,
+                    role: "*".into(),
+                    attributes: String::new(),
+                },
+            );
         }
-        let p = deploy(&mut s, vec![AppChange::KillAndScale { id: "/a".into(), tasks: vec!["a.1".into(), "nope".into()] }], false, 200).unwrap();
+        let p = deploy(
+            &mut s,
+            vec![AppChange::KillAndScale {
+                id: "/a".into(),
+                tasks: vec!["a.1".into(), "nope".into()],
+            }],
+            false,
+            200,
+        )
+        .unwrap();
         assert_eq!(p.kill, vec![("/a".to_string(), "a.1".to_string())]);
         assert_eq!(s.app("/a").unwrap().current.definition.instances, 2);
         assert!(s.app("/a").unwrap().instances["a.1"].killing);
@@ -646,6 +831,11 @@ mod tests {
         deploy(&mut s, vec![AppChange::Remove("/a".into())], false, 300).unwrap();
         assert!(s.app("/a").is_none());
         assert!(s.apps["/a"].removed);
-        assert_eq!(s.prepare(vec![AppChange::Remove("/a".into())], true, 301, &ctx()).unwrap_err().status, 404);
+        assert_eq!(
+            s.prepare(vec![AppChange::Remove("/a".into())], true, 301, &ctx())
+                .unwrap_err()
+                .status,
+            404
+        );
     }
 }

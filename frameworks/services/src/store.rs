@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::ServicesError;
 use crate::app::StoredApp;
@@ -190,7 +190,11 @@ impl Records {
         for (key, bytes) in self.get_all("instances/").await? {
             let members: Vec<Instance> = decode(&key, &bytes)?;
             for i in members {
-                loaded.instances.entry(i.app_id.clone()).or_default().push(i);
+                loaded
+                    .instances
+                    .entry(i.app_id.clone())
+                    .or_default()
+                    .push(i);
             }
         }
         for (key, bytes) in self.get_all("deployments/").await? {
@@ -204,7 +208,11 @@ impl Records {
     }
 
     /// One stored version of an app.
-    pub async fn version(&self, app: &str, version: Millis) -> Result<Option<StoredApp>, ServicesError> {
+    pub async fn version(
+        &self,
+        app: &str,
+        version: Millis,
+    ) -> Result<Option<StoredApp>, ServicesError> {
         let key = version_key(app, version);
         match self.store.get(&key).await? {
             Some(e) => Ok(Some(decode(&key, &e.value)?)),
@@ -215,7 +223,9 @@ impl Records {
     /// Writes `changes`.
     pub async fn commit(&self, changes: Changes) -> Result<(), ServicesError> {
         for (key, value) in changes.puts {
-            self.store.set(&key, value, agora_coord::Expected::Any).await?;
+            self.store
+                .set(&key, value, agora_coord::Expected::Any)
+                .await?;
         }
         for key in changes.deletes {
             self.store.delete(&key, agora_coord::Expected::Any).await?;

@@ -26,7 +26,13 @@ pub struct Slot<'a> {
 
 fn env_name(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -140,7 +146,11 @@ fn container(def: &AppDefinition, ports: &[u64]) -> Option<ContainerInfo> {
         .zip(ports.iter())
         .map(|(m, host)| PortMapping {
             host_port: *host as u32,
-            container_port: if m.container_port == 0 { *host as u32 } else { m.container_port as u32 },
+            container_port: if m.container_port == 0 {
+                *host as u32
+            } else {
+                m.container_port as u32
+            },
             protocol: m.protocol.clone(),
         })
         .collect();
@@ -152,7 +162,11 @@ fn container(def: &AppDefinition, ports: &[u64]) -> Option<ContainerInfo> {
             .map(|v| v1::Volume {
                 container_path: v.container_path.clone(),
                 host_path: v.host_path.clone().unwrap_or_default(),
-                mode: if v.mode == "RO" { v1::volume::Mode::Ro } else { v1::volume::Mode::Rw } as i32,
+                mode: if v.mode == "RO" {
+                    v1::volume::Mode::Ro
+                } else {
+                    v1::volume::Mode::Rw
+                } as i32,
             })
             .collect(),
         docker: Some(container_info::DockerInfo {
@@ -207,7 +221,14 @@ mod tests {
     use crate::validation::{Context, parse_app};
 
     fn stored(v: serde_json::Value) -> StoredApp {
-        let definition = parse_app(v, &PathId::root(), &Context { roles: vec!["*".into()] }).unwrap();
+        let definition = parse_app(
+            v,
+            &PathId::root(),
+            &Context {
+                roles: vec!["*".into()],
+            },
+        )
+        .unwrap();
         StoredApp {
             definition,
             version: 0,
@@ -251,9 +272,11 @@ mod tests {
 
     #[test]
     fn docker_bridge_maps_ports() {
-        let app = stored(serde_json::json!({"id": "/web", "container": {"type": "DOCKER",
+        let app = stored(
+            serde_json::json!({"id": "/web", "container": {"type": "DOCKER",
             "docker": {"image": "busybox", "network": "BRIDGE"},
-            "portMappings": [{"containerPort": 80}, {"containerPort": 0}]}, "args": ["httpd"]}));
+            "portMappings": [{"containerPort": 80}, {"containerPort": 0}]}, "args": ["httpd"]}),
+        );
         let t = task_info(&app, slot(&[31000, 31001]));
         let d = t.container.unwrap().docker.unwrap();
         assert_eq!(d.image, "busybox");
@@ -266,7 +289,9 @@ mod tests {
 
     #[test]
     fn shell_commands() {
-        let app = stored(serde_json::json!({"id": "/web", "cmd": "sleep 1", "taskKillGracePeriodSeconds": 7}));
+        let app = stored(
+            serde_json::json!({"id": "/web", "cmd": "sleep 1", "taskKillGracePeriodSeconds": 7}),
+        );
         let t = task_info(&app, slot(&[1]));
         assert_eq!(t.command.as_ref().unwrap().shell, Some(true));
         assert_eq!(t.command.as_ref().unwrap().value, "sleep 1");

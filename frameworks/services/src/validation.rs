@@ -93,7 +93,8 @@ pub fn deserialize_at<T: serde::de::DeserializeOwned>(
         if let Some(rest) = message.strip_prefix("unknown field `")
             && let Some((name, _)) = rest.split_once('`')
         {
-            message = format!("unknown field `{name}` (see docs/services.md for the fields Agora reads)");
+            message =
+                format!("unknown field `{name}` (see docs/services.md for the fields Agora reads)");
         }
         let path = if prefix.is_empty() || prefix == "/" {
             path
@@ -152,7 +153,10 @@ fn kind_of(v: &Value) -> &'static str {
 /// place.
 fn normalise(app: &mut AppDefinition, base: &PathId) -> Result<(), Rejection> {
     if app.id.trim().is_empty() {
-        return Err(Rejection::at("/id", "an app needs an id, e.g. \"/team/web\""));
+        return Err(Rejection::at(
+            "/id",
+            "an app needs an id, e.g. \"/team/web\"",
+        ));
     }
     let id = PathId::parse_in(&app.id, base).map_err(|e| Rejection::at("/id", e))?;
     if id.is_root() {
@@ -210,8 +214,8 @@ fn normalise(app: &mut AppDefinition, base: &PathId) -> Result<(), Rejection> {
     }
     let parent = id.parent();
     for (i, dep) in app.dependencies.iter_mut().enumerate() {
-        let resolved =
-            PathId::parse_in(dep, &parent).map_err(|e| Rejection::at(&format!("/dependencies/{i}"), e))?;
+        let resolved = PathId::parse_in(dep, &parent)
+            .map_err(|e| Rejection::at(&format!("/dependencies/{i}"), e))?;
         *dep = resolved.to_string();
     }
     Ok(())
@@ -259,12 +263,18 @@ pub fn validate(app: &AppDefinition, ctx: &Context) -> Vec<Violation> {
         );
     }
     if let Some(cmd) = &app.cmd {
-        r.check(!cmd.trim().is_empty(), "/cmd", || "must not be empty".into());
+        r.check(!cmd.trim().is_empty(), "/cmd", || {
+            "must not be empty".into()
+        });
     }
-    r.check((0..=MAX_INSTANCES).contains(&app.instances), "/instances", || {
-        format!("must be between 0 and {MAX_INSTANCES}")
+    r.check(
+        (0..=MAX_INSTANCES).contains(&app.instances),
+        "/instances",
+        || format!("must be between 0 and {MAX_INSTANCES}"),
+    );
+    r.check(app.cpus >= 0.001, "/cpus", || {
+        "must be at least 0.001".into()
     });
-    r.check(app.cpus >= 0.001, "/cpus", || "must be at least 0.001".into());
     r.check(app.mem >= 0.0, "/mem", || "must not be negative".into());
     r.check(app.disk >= 0.0, "/disk", || "must not be negative".into());
     r.check(app.gpus >= 0, "/gpus", || "must not be negative".into());
@@ -274,9 +284,11 @@ pub fn validate(app: &AppDefinition, ctx: &Context) -> Vec<Violation> {
     r.check(app.backoff_factor >= 1.0, "/backoffFactor", || {
         "must be at least 1.0".into()
     });
-    r.check(app.max_launch_delay_seconds >= 0, "/maxLaunchDelaySeconds", || {
-        "must not be negative".into()
-    });
+    r.check(
+        app.max_launch_delay_seconds >= 0,
+        "/maxLaunchDelaySeconds",
+        || "must not be negative".into(),
+    );
     if let Some(g) = app.task_kill_grace_period_seconds {
         r.check(g >= 0, "/taskKillGracePeriodSeconds", || {
             "must not be negative".into()
@@ -294,9 +306,11 @@ pub fn validate(app: &AppDefinition, ctx: &Context) -> Vec<Violation> {
         || "must be between 0.0 and 1.0".into(),
     );
     if let Some((inactive, expunge)) = app.unreachable_waits() {
-        r.check(inactive >= 1000, "/unreachableStrategy/inactiveAfterSeconds", || {
-            "must be at least 1".into()
-        });
+        r.check(
+            inactive >= 1000,
+            "/unreachableStrategy/inactiveAfterSeconds",
+            || "must be at least 1".into(),
+        );
         r.check(
             expunge > inactive,
             "/unreachableStrategy/expungeAfterSeconds",
@@ -320,20 +334,29 @@ pub fn validate(app: &AppDefinition, ctx: &Context) -> Vec<Violation> {
         });
         let mut seen = BTreeSet::new();
         for (i, role) in roles.iter().enumerate() {
-            r.check(seen.insert(role), &format!("/acceptedResourceRoles/{i}"), || {
-                format!("role '{role}' is listed twice")
-            });
-            r.check(roles_ok(role), &format!("/acceptedResourceRoles/{i}"), || {
-                format!(
-                    "role '{role}' is neither '*' nor a role of this framework ({})",
-                    ctx.roles.join(", ")
-                )
-            });
+            r.check(
+                seen.insert(role),
+                &format!("/acceptedResourceRoles/{i}"),
+                || format!("role '{role}' is listed twice"),
+            );
+            r.check(
+                roles_ok(role),
+                &format!("/acceptedResourceRoles/{i}"),
+                || {
+                    format!(
+                        "role '{role}' is neither '*' nor a role of this framework ({})",
+                        ctx.roles.join(", ")
+                    )
+                },
+            );
         }
     }
     if let Some(role) = &app.role {
         r.check(roles_ok(role), "/role", || {
-            format!("role '{role}' is not a role of this framework ({})", ctx.roles.join(", "))
+            format!(
+                "role '{role}' is not a role of this framework ({})",
+                ctx.roles.join(", ")
+            )
         });
     }
     for (i, dep) in app.dependencies.iter().enumerate() {
@@ -342,7 +365,10 @@ pub fn validate(app: &AppDefinition, ctx: &Context) -> Vec<Violation> {
         });
     }
     if !(app.executor.is_empty() || app.executor == "//cmd") {
-        r.add("/executor", format!("custom executors {UNSUPPORTED}; use \"\" or \"//cmd\""));
+        r.add(
+            "/executor",
+            format!("custom executors {UNSUPPORTED}; use \"\" or \"//cmd\""),
+        );
     }
     if !app.uris.is_empty() || !app.fetch.is_empty() || !app.store_urls.is_empty() {
         let path = if !app.uris.is_empty() {
@@ -352,13 +378,19 @@ pub fn validate(app: &AppDefinition, ctx: &Context) -> Vec<Violation> {
         } else {
             "/storeUrls"
         };
-        r.add(path, format!("fetching artifacts {UNSUPPORTED}; bake them into a Docker image"));
+        r.add(
+            path,
+            format!("fetching artifacts {UNSUPPORTED}; bake them into a Docker image"),
+        );
     }
     if app.residency.is_some() {
         r.add("/residency", format!("resident apps {UNSUPPORTED}"));
     }
     if app.ip_address.is_some() {
-        r.add("/ipAddress", format!("IP-per-task {UNSUPPORTED}; use networks"));
+        r.add(
+            "/ipAddress",
+            format!("IP-per-task {UNSUPPORTED}; use networks"),
+        );
     }
     if !app.secrets.is_empty() {
         r.add("/secrets", format!("secrets {UNSUPPORTED}"));
@@ -409,9 +441,11 @@ fn validate_ports(app: &AppDefinition, r: &mut Report) {
     let mut fixed = BTreeSet::new();
     for (i, p) in defs.iter().enumerate() {
         let path = format!("/portDefinitions/{i}");
-        r.check((0..=65535).contains(&p.port), &format!("{path}/port"), || {
-            "must be between 0 and 65535".into()
-        });
+        r.check(
+            (0..=65535).contains(&p.port),
+            &format!("{path}/port"),
+            || "must be between 0 and 65535".into(),
+        );
         check_protocol(&p.protocol, &format!("{path}/protocol"), r);
         if let Some(name) = &p.name {
             r.check(PORT_NAME.is_match(name), &format!("{path}/name"), || {
@@ -447,37 +481,42 @@ fn validate_container(app: &AppDefinition, r: &mut Report) {
         return;
     };
     match c.kind.as_str() {
-        "DOCKER" => {
-            match &c.docker {
-                None => r.add("/container/docker", "a DOCKER container needs docker.image"),
-                Some(d) => {
-                    r.check(!d.image.trim().is_empty(), "/container/docker/image", || {
-                        "must not be empty".into()
-                    });
-                    if let Some(n) = &d.network {
-                        match n.as_str() {
-                            "HOST" | "BRIDGE" | "NONE" => {}
-                            "USER" => r.add(
-                                "/container/docker/network",
-                                format!("USER networks {UNSUPPORTED}"),
-                            ),
-                            other => r.add(
-                                "/container/docker/network",
-                                format!("'{other}' is not one of BRIDGE, HOST, NONE, USER"),
-                            ),
-                        }
-                    }
-                    if d.credential.is_some() {
-                        r.add("/container/docker/credential", format!("registry credentials {UNSUPPORTED}"));
-                    }
-                    for (i, p) in d.parameters.iter().enumerate() {
-                        r.check(!p.key.is_empty(), &format!("/container/docker/parameters/{i}/key"), || {
-                            "must not be empty".into()
-                        });
+        "DOCKER" => match &c.docker {
+            None => r.add("/container/docker", "a DOCKER container needs docker.image"),
+            Some(d) => {
+                r.check(
+                    !d.image.trim().is_empty(),
+                    "/container/docker/image",
+                    || "must not be empty".into(),
+                );
+                if let Some(n) = &d.network {
+                    match n.as_str() {
+                        "HOST" | "BRIDGE" | "NONE" => {}
+                        "USER" => r.add(
+                            "/container/docker/network",
+                            format!("USER networks {UNSUPPORTED}"),
+                        ),
+                        other => r.add(
+                            "/container/docker/network",
+                            format!("'{other}' is not one of BRIDGE, HOST, NONE, USER"),
+                        ),
                     }
                 }
+                if d.credential.is_some() {
+                    r.add(
+                        "/container/docker/credential",
+                        format!("registry credentials {UNSUPPORTED}"),
+                    );
+                }
+                for (i, p) in d.parameters.iter().enumerate() {
+                    r.check(
+                        !p.key.is_empty(),
+                        &format!("/container/docker/parameters/{i}/key"),
+                        || "must not be empty".into(),
+                    );
+                }
             }
-        }
+        },
         "MESOS" => {
             if c.docker.is_some() {
                 r.add(
@@ -486,18 +525,28 @@ fn validate_container(app: &AppDefinition, r: &mut Report) {
                 );
             }
         }
-        other => r.add("/container/type", format!("'{other}' is not one of DOCKER, MESOS")),
+        other => r.add(
+            "/container/type",
+            format!("'{other}' is not one of DOCKER, MESOS"),
+        ),
     }
     for (i, v) in c.volumes.iter().enumerate() {
         let path = format!("/container/volumes/{i}");
-        r.check(!v.container_path.is_empty(), &format!("{path}/containerPath"), || {
-            "must not be empty".into()
-        });
-        r.check(matches!(v.mode.as_str(), "RO" | "RW"), &format!("{path}/mode"), || {
-            format!("'{}' is not one of RO, RW", v.mode)
-        });
+        r.check(
+            !v.container_path.is_empty(),
+            &format!("{path}/containerPath"),
+            || "must not be empty".into(),
+        );
+        r.check(
+            matches!(v.mode.as_str(), "RO" | "RW"),
+            &format!("{path}/mode"),
+            || format!("'{}' is not one of RO, RW", v.mode),
+        );
         if v.persistent.is_some() || v.external.is_some() {
-            r.add(path.clone(), format!("persistent and external volumes {UNSUPPORTED}"));
+            r.add(
+                path.clone(),
+                format!("persistent and external volumes {UNSUPPORTED}"),
+            );
         } else {
             r.check(
                 v.host_path.as_ref().is_some_and(|h| !h.is_empty()),
@@ -517,17 +566,21 @@ fn validate_container(app: &AppDefinition, r: &mut Report) {
         let mut names = BTreeSet::new();
         for (i, m) in mappings.iter().enumerate() {
             let path = format!("/container/portMappings/{i}");
-            r.check((0..=65535).contains(&m.container_port), &format!("{path}/containerPort"), || {
-                "must be between 0 and 65535".into()
-            });
+            r.check(
+                (0..=65535).contains(&m.container_port),
+                &format!("{path}/containerPort"),
+                || "must be between 0 and 65535".into(),
+            );
             r.check(
                 (0..=65535).contains(&m.host_port.unwrap_or(0)),
                 &format!("{path}/hostPort"),
                 || "must be between 0 and 65535".into(),
             );
-            r.check((0..=65535).contains(&m.service_port), &format!("{path}/servicePort"), || {
-                "must be between 0 and 65535".into()
-            });
+            r.check(
+                (0..=65535).contains(&m.service_port),
+                &format!("{path}/servicePort"),
+                || "must be between 0 and 65535".into(),
+            );
             check_protocol(&m.protocol, &format!("{path}/protocol"), r);
             if let Some(name) = &m.name {
                 r.check(names.insert(name.clone()), &format!("{path}/name"), || {
@@ -557,9 +610,11 @@ fn validate_checks(app: &AppDefinition, r: &mut Report) {
             });
         } else if hc.port.is_none() {
             let index = hc.port_index.unwrap_or(0);
-            r.check(index >= 0 && index < ports.max(0), &format!("{path}/portIndex"), || {
-                format!("the app has {ports} port(s); portIndex {index} names none of them")
-            });
+            r.check(
+                index >= 0 && index < ports.max(0),
+                &format!("{path}/portIndex"),
+                || format!("the app has {ports} port(s); portIndex {index} names none of them"),
+            );
         }
         if let Some(p) = &hc.path {
             r.check(p.starts_with('/'), &format!("{path}/path"), || {
@@ -573,7 +628,9 @@ fn validate_checks(app: &AppDefinition, r: &mut Report) {
             ("maxConsecutiveFailures", hc.max_consecutive_failures),
             ("delaySeconds", hc.delay_seconds),
         ] {
-            r.check(v >= 0, &format!("{path}/{field}"), || "must not be negative".into());
+            r.check(v >= 0, &format!("{path}/{field}"), || {
+                "must not be negative".into()
+            });
         }
     }
     let port_names: BTreeSet<&str> = app
@@ -584,24 +641,32 @@ fn validate_checks(app: &AppDefinition, r: &mut Report) {
         .collect();
     for (i, rc) in app.readiness_checks.iter().enumerate() {
         let path = format!("/readinessChecks/{i}");
-        r.check(matches!(rc.protocol.as_str(), "HTTP" | "HTTPS"), &format!("{path}/protocol"), || {
-            format!("'{}' is not one of HTTP, HTTPS", rc.protocol)
-        });
-        r.check(port_names.contains(rc.port_name.as_str()), &format!("{path}/portName"), || {
-            format!("no port of the app is named '{}'", rc.port_name)
-        });
-        r.check(rc.interval_seconds > 0, &format!("{path}/intervalSeconds"), || {
-            "must be positive".into()
-        });
+        r.check(
+            matches!(rc.protocol.as_str(), "HTTP" | "HTTPS"),
+            &format!("{path}/protocol"),
+            || format!("'{}' is not one of HTTP, HTTPS", rc.protocol),
+        );
+        r.check(
+            port_names.contains(rc.port_name.as_str()),
+            &format!("{path}/portName"),
+            || format!("no port of the app is named '{}'", rc.port_name),
+        );
+        r.check(
+            rc.interval_seconds > 0,
+            &format!("{path}/intervalSeconds"),
+            || "must be positive".into(),
+        );
         r.check(
             rc.timeout_seconds >= 0 && rc.timeout_seconds < rc.interval_seconds,
             &format!("{path}/timeoutSeconds"),
             || "must be smaller than intervalSeconds".into(),
         );
         for (j, code) in rc.http_status_codes_for_ready.iter().enumerate() {
-            r.check((100..=999).contains(code), &format!("{path}/httpStatusCodesForReady/{j}"), || {
-                "must be between 100 and 999".into()
-            });
+            r.check(
+                (100..=999).contains(code),
+                &format!("{path}/httpStatusCodesForReady/{j}"),
+                || "must be between 100 and 999".into(),
+            );
         }
     }
 }
@@ -639,27 +704,44 @@ mod tests {
 
     #[test]
     fn read_only_keys_are_ignored() {
-        let app = parse(json!({"id": "/web", "cmd": "x", "version": "2020-01-01T00:00:00.000Z",
-                               "tasksRunning": 3, "deployments": [], "tasks": []}))
+        let app = parse(
+            json!({"id": "/web", "cmd": "x", "version": "2020-01-01T00:00:00.000Z",
+                               "tasksRunning": 3, "deployments": [], "tasks": []}),
+        )
         .unwrap();
         assert_eq!(app.id, "/web");
     }
 
     #[test]
     fn bad_json_is_400() {
-        assert!(matches!(parse_json(b"{\"id\": "), Err(Rejection::BadJson(_))));
+        assert!(matches!(
+            parse_json(b"{\"id\": "),
+            Err(Rejection::BadJson(_))
+        ));
     }
 
     #[test]
     fn wrong_types_and_unknown_fields_name_their_path() {
-        assert_eq!(paths(parse(json!({"id": "/a", "cmd": "x", "cpus": "two"})).unwrap_err()), ["/cpus"]);
         assert_eq!(
-            paths(parse(json!({"id": "/a", "cmd": "x", "container": {"docker": {"image": 3}}})).unwrap_err()),
+            paths(parse(json!({"id": "/a", "cmd": "x", "cpus": "two"})).unwrap_err()),
+            ["/cpus"]
+        );
+        assert_eq!(
+            paths(
+                parse(json!({"id": "/a", "cmd": "x", "container": {"docker": {"image": 3}}}))
+                    .unwrap_err()
+            ),
             ["/container/docker/image"]
         );
-        assert_eq!(paths(parse(json!({"id": "/a", "cmd": "x", "healthcheck": []})).unwrap_err()), ["/healthcheck"]);
         assert_eq!(
-            paths(parse(json!({"id": "/a", "cmd": "x", "upgradeStrategy": {"minimum": 1}})).unwrap_err()),
+            paths(parse(json!({"id": "/a", "cmd": "x", "healthcheck": []})).unwrap_err()),
+            ["/healthcheck"]
+        );
+        assert_eq!(
+            paths(
+                parse(json!({"id": "/a", "cmd": "x", "upgradeStrategy": {"minimum": 1}}))
+                    .unwrap_err()
+            ),
             ["/upgradeStrategy/minimum"]
         );
         assert_eq!(paths(parse(json!([1, 2])).unwrap_err()), ["/"]);
@@ -672,32 +754,95 @@ mod tests {
             (json!({"id": "/Web", "cmd": "x"}), "/id"),
             (json!({"id": "/a"}), "/"),
             (json!({"id": "/a", "cmd": "x", "args": ["y"]}), "/"),
-            (json!({"id": "/a", "cmd": "x", "instances": -1}), "/instances"),
+            (
+                json!({"id": "/a", "cmd": "x", "instances": -1}),
+                "/instances",
+            ),
             (json!({"id": "/a", "cmd": "x", "cpus": 0}), "/cpus"),
             (json!({"id": "/a", "cmd": "x", "mem": -1}), "/mem"),
-            (json!({"id": "/a", "cmd": "x", "backoffFactor": 0.5}), "/backoffFactor"),
-            (json!({"id": "/a", "cmd": "x", "upgradeStrategy": {"minimumHealthCapacity": 1.5}}), "/upgradeStrategy/minimumHealthCapacity"),
-            (json!({"id": "/a", "cmd": "x", "constraints": [["hostname", "BOGUS"]]}), "/constraints/0"),
-            (json!({"id": "/a", "cmd": "x", "constraints": [["hostname", "MAX_PER", "zero"]]}), "/constraints/0"),
-            (json!({"id": "/a", "cmd": "x", "env": {"1BAD": "v"}}), "/env/1BAD"),
-            (json!({"id": "/a", "cmd": "x", "acceptedResourceRoles": ["nope"]}), "/acceptedResourceRoles/0"),
-            (json!({"id": "/a", "cmd": "x", "portDefinitions": [{"port": 70000}]}), "/portDefinitions/0/port"),
-            (json!({"id": "/a", "cmd": "x", "requirePorts": true, "portDefinitions": [{"port": 0}]}), "/portDefinitions/0/port"),
-            (json!({"id": "/a", "container": {"type": "DOCKER", "docker": {"image": ""}}}), "/container/docker/image"),
-            (json!({"id": "/a", "container": {"type": "DOCKER", "docker": {"image": "x", "network": "USER"}}}), "/container/docker/network"),
-            (json!({"id": "/a", "container": {"type": "DOCKER", "docker": {"image": "x"}, "portMappings": [{"containerPort": 80}]}}), "/container/portMappings"),
-            (json!({"id": "/a", "container": {"type": "DOCKER", "docker": {"image": "x"}, "volumes": [{"containerPath": "/d", "mode": "RW"}]}}), "/container/volumes/0/hostPath"),
-            (json!({"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "HTTP", "portIndex": 3}]}), "/healthChecks/0/portIndex"),
-            (json!({"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "COMMAND"}]}), "/healthChecks/0/command"),
-            (json!({"id": "/a", "cmd": "x", "readinessChecks": [{"portName": "none"}]}), "/readinessChecks/0/portName"),
-            (json!({"id": "/a", "cmd": "x", "unreachableStrategy": {"inactiveAfterSeconds": 10, "expungeAfterSeconds": 5}}), "/unreachableStrategy/expungeAfterSeconds"),
-            (json!({"id": "/a", "cmd": "x", "uris": ["http://x/y.tgz"]}), "/uris"),
-            (json!({"id": "/a", "cmd": "x", "networks": [{"mode": "container", "name": "n"}]}), "/networks/0/mode"),
-            (json!({"id": "/a", "cmd": "x", "killSelection": "RANDOM"}), "/killSelection"),
+            (
+                json!({"id": "/a", "cmd": "x", "backoffFactor": 0.5}),
+                "/backoffFactor",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "upgradeStrategy": {"minimumHealthCapacity": 1.5}}),
+                "/upgradeStrategy/minimumHealthCapacity",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "constraints": [["hostname", "BOGUS"]]}),
+                "/constraints/0",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "constraints": [["hostname", "MAX_PER", "zero"]]}),
+                "/constraints/0",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "env": {"1BAD": "v"}}),
+                "/env/1BAD",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "acceptedResourceRoles": ["nope"]}),
+                "/acceptedResourceRoles/0",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "portDefinitions": [{"port": 70000}]}),
+                "/portDefinitions/0/port",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "requirePorts": true, "portDefinitions": [{"port": 0}]}),
+                "/portDefinitions/0/port",
+            ),
+            (
+                json!({"id": "/a", "container": {"type": "DOCKER", "docker": {"image": ""}}}),
+                "/container/docker/image",
+            ),
+            (
+                json!({"id": "/a", "container": {"type": "DOCKER", "docker": {"image": "x", "network": "USER"}}}),
+                "/container/docker/network",
+            ),
+            (
+                json!({"id": "/a", "container": {"type": "DOCKER", "docker": {"image": "x"}, "portMappings": [{"containerPort": 80}]}}),
+                "/container/portMappings",
+            ),
+            (
+                json!({"id": "/a", "container": {"type": "DOCKER", "docker": {"image": "x"}, "volumes": [{"containerPath": "/d", "mode": "RW"}]}}),
+                "/container/volumes/0/hostPath",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "HTTP", "portIndex": 3}]}),
+                "/healthChecks/0/portIndex",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "COMMAND"}]}),
+                "/healthChecks/0/command",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "readinessChecks": [{"portName": "none"}]}),
+                "/readinessChecks/0/portName",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "unreachableStrategy": {"inactiveAfterSeconds": 10, "expungeAfterSeconds": 5}}),
+                "/unreachableStrategy/expungeAfterSeconds",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "uris": ["http://x/y.tgz"]}),
+                "/uris",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "networks": [{"mode": "container", "name": "n"}]}),
+                "/networks/0/mode",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "killSelection": "RANDOM"}),
+                "/killSelection",
+            ),
         ];
         for (body, path) in cases {
             let got = paths(parse(body.clone()).unwrap_err());
-            assert!(got.iter().any(|p| p == path), "{body}: expected a violation at {path}, got {got:?}");
+            assert!(
+                got.iter().any(|p| p == path),
+                "{body}: expected a violation at {path}, got {got:?}"
+            );
         }
     }
 

@@ -66,7 +66,10 @@ impl Deployment {
     }
 
     pub fn current_actions(&self) -> &[Action] {
-        self.steps.get(self.current_step).map(|s| s.as_slice()).unwrap_or(&[])
+        self.steps
+            .get(self.current_step)
+            .map(|s| s.as_slice())
+            .unwrap_or(&[])
     }
 
     pub fn is_done(&self) -> bool {
@@ -75,7 +78,10 @@ impl Deployment {
 
     /// The action for `app` in the current step, if any.
     pub fn current_action_for(&self, app: &str) -> Option<ActionKind> {
-        self.current_actions().iter().find(|a| a.app == app).map(|a| a.kind)
+        self.current_actions()
+            .iter()
+            .find(|a| a.app == app)
+            .map(|a| a.kind)
     }
 }
 
@@ -128,7 +134,12 @@ pub fn plan(
     if !stops.is_empty() {
         steps.push(stops);
     }
-    for level in group_by_level(starts.iter().map(|a| (a.clone(), ActionKind::StartApplication)), &levels) {
+    for level in group_by_level(
+        starts
+            .iter()
+            .map(|a| (a.clone(), ActionKind::StartApplication)),
+        &levels,
+    ) {
         steps.push(level);
     }
     for level in group_by_level(changes.iter().map(|a| (a.app.clone(), a.kind)), &levels) {
@@ -230,7 +241,13 @@ mod tests {
             BTreeMap::from([("/a".into(), app("/a", 2, 1, &[]))]),
         );
         use ActionKind::*;
-        assert_eq!(kinds(&d), vec![vec![(StartApplication, "/a".into())], vec![(ScaleApplication, "/a".into())]]);
+        assert_eq!(
+            kinds(&d),
+            vec![
+                vec![(StartApplication, "/a".into())],
+                vec![(ScaleApplication, "/a".into())]
+            ]
+        );
     }
 
     #[test]
@@ -260,7 +277,11 @@ mod tests {
         let d = plan(
             "d".into(),
             1,
-            BTreeMap::from([("/old".into(), app("/old", 1, 1, &[])), ("/db".into(), None), ("/web".into(), None)]),
+            BTreeMap::from([
+                ("/old".into(), app("/old", 1, 1, &[])),
+                ("/db".into(), None),
+                ("/web".into(), None),
+            ]),
             BTreeMap::from([
                 ("/old".into(), None),
                 ("/db".into(), app("/db", 1, 1, &[])),

@@ -26,7 +26,9 @@ const EPSILON: f64 = 1e-9;
 
 /// `ceil(n * minimumHealthCapacity)`.
 pub fn min_healthy(n: u32, strategy: &UpgradeStrategy) -> u32 {
-    ((n as f64 * strategy.minimum_health_capacity) - EPSILON).ceil().max(0.0) as u32
+    ((n as f64 * strategy.minimum_health_capacity) - EPSILON)
+        .ceil()
+        .max(0.0) as u32
 }
 
 /// `floor(n * (1 + maximumOverCapacity))`, at least `n`.
@@ -136,46 +138,133 @@ mod tests {
     #[test]
     fn default_strategy_starts_all_new_then_kills_old_as_they_become_healthy() {
         let s = UpgradeStrategy::default();
-        let d = decide(3, &s, Counts { old_healthy: 3, ..Counts::default() });
+        let d = decide(
+            3,
+            &s,
+            Counts {
+                old_healthy: 3,
+                ..Counts::default()
+            },
+        );
         assert_eq!((d.launch, d.kill_old_healthy), (3, 0));
-        let d = decide(3, &s, Counts { old_healthy: 3, new_healthy: 1, new_unhealthy: 2, ..Counts::default() });
+        let d = decide(
+            3,
+            &s,
+            Counts {
+                old_healthy: 3,
+                new_healthy: 1,
+                new_unhealthy: 2,
+                ..Counts::default()
+            },
+        );
         assert_eq!((d.launch, d.kill_old_healthy), (0, 1));
     }
 
     #[test]
     fn half_capacity_kills_half_first() {
-        let d = decide(4, &strategy(0.5, 0.0), Counts { old_healthy: 4, ..Counts::default() });
+        let d = decide(
+            4,
+            &strategy(0.5, 0.0),
+            Counts {
+                old_healthy: 4,
+                ..Counts::default()
+            },
+        );
         assert_eq!(d.kill_old_healthy, 2);
-        assert_eq!(d.launch, 0, "the killed ones still hold capacity until they end");
-        let d = decide(4, &strategy(0.5, 0.0), Counts { old_healthy: 2, ..Counts::default() });
+        assert_eq!(
+            d.launch, 0,
+            "the killed ones still hold capacity until they end"
+        );
+        let d = decide(
+            4,
+            &strategy(0.5, 0.0),
+            Counts {
+                old_healthy: 2,
+                ..Counts::default()
+            },
+        );
         assert_eq!((d.kill_old_healthy, d.launch), (0, 2));
     }
 
     #[test]
     fn full_health_no_room_kills_one_at_a_time() {
-        let d = decide(3, &strategy(1.0, 0.0), Counts { old_healthy: 3, ..Counts::default() });
+        let d = decide(
+            3,
+            &strategy(1.0, 0.0),
+            Counts {
+                old_healthy: 3,
+                ..Counts::default()
+            },
+        );
         assert_eq!((d.kill_old_healthy, d.launch), (1, 0));
-        let d = decide(3, &strategy(1.0, 0.0), Counts { old_healthy: 2, ..Counts::default() });
+        let d = decide(
+            3,
+            &strategy(1.0, 0.0),
+            Counts {
+                old_healthy: 2,
+                ..Counts::default()
+            },
+        );
         assert_eq!((d.kill_old_healthy, d.launch), (0, 1));
     }
 
     #[test]
     fn done_only_when_all_new_are_healthy() {
         let s = UpgradeStrategy::default();
-        assert!(decide(2, &s, Counts { new_healthy: 2, ..Counts::default() }).done);
-        assert!(!decide(2, &s, Counts { new_healthy: 2, killing: 1, ..Counts::default() }).done);
-        assert!(!decide(2, &s, Counts { new_healthy: 1, new_unhealthy: 1, ..Counts::default() }).done);
+        assert!(
+            decide(
+                2,
+                &s,
+                Counts {
+                    new_healthy: 2,
+                    ..Counts::default()
+                }
+            )
+            .done
+        );
+        assert!(
+            !decide(
+                2,
+                &s,
+                Counts {
+                    new_healthy: 2,
+                    killing: 1,
+                    ..Counts::default()
+                }
+            )
+            .done
+        );
+        assert!(
+            !decide(
+                2,
+                &s,
+                Counts {
+                    new_healthy: 1,
+                    new_unhealthy: 1,
+                    ..Counts::default()
+                }
+            )
+            .done
+        );
         assert!(decide(0, &s, Counts::default()).done);
     }
 
     /// Simulates a restart: each round applies the decision, then the world
     /// moves (some launches become healthy, some kills end), chosen by the
     /// test's random choices.
-    fn simulate(n: u32, old: u32, s: UpgradeStrategy, moves: &[(bool, bool)]) -> Result<(), TestCaseError> {
+    fn simulate(
+        n: u32,
+        old: u32,
+        s: UpgradeStrategy,
+        moves: &[(bool, bool)],
+    ) -> Result<(), TestCaseError> {
         let min_h = min_healthy(n, &s);
         let max_cap = max_capacity(n, &s);
         let forced = min_h == max_cap;
-        let mut c = Counts { old_healthy: old, ..Counts::default() };
+        let mut c = Counts {
+            old_healthy: old,
+            ..Counts::default()
+        };
         let start_alive = c.alive();
         let start_healthy = c.old_healthy;
         let mut rounds = 0usize;
@@ -200,14 +289,25 @@ mod tests {
             if !forced {
                 prop_assert!(
                     healthy >= min_h.min(start_healthy),
-                    "healthy {} below {} (n {}, {:?})", healthy, min_h, n, c
+                    "healthy {} below {} (n {}, {:?})",
+                    healthy,
+                    min_h,
+                    n,
+                    c
                 );
             } else {
-                prop_assert!(healthy + 1 >= min_h.min(start_healthy), "forced: at most one below");
+                prop_assert!(
+                    healthy + 1 >= min_h.min(start_healthy),
+                    "forced: at most one below"
+                );
             }
             prop_assert!(
                 c.alive() <= max_cap.max(start_alive),
-                "alive {} above {} (n {}, {:?})", c.alive(), max_cap, n, c
+                "alive {} above {} (n {}, {:?})",
+                c.alive(),
+                max_cap,
+                n,
+                c
             );
             // The world moves.
             // (Something always moves: both when the choice is neither.)

@@ -65,14 +65,28 @@ mod tests {
 
     #[test]
     fn launches_what_is_missing() {
-        assert_eq!(decide(3, &[c("a", false, 1)], KillSelection::YoungestFirst).launch, 2);
+        assert_eq!(
+            decide(3, &[c("a", false, 1)], KillSelection::YoungestFirst).launch,
+            2
+        );
     }
 
     #[test]
     fn kills_starting_first_then_by_selection() {
-        let all = [c("old", false, 1), c("young", false, 3), c("mid", false, 2), c("staging", true, 0)];
-        assert_eq!(decide(2, &all, KillSelection::YoungestFirst).kill, ["staging", "young"]);
-        assert_eq!(decide(2, &all, KillSelection::OldestFirst).kill, ["staging", "old"]);
+        let all = [
+            c("old", false, 1),
+            c("young", false, 3),
+            c("mid", false, 2),
+            c("staging", true, 0),
+        ];
+        assert_eq!(
+            decide(2, &all, KillSelection::YoungestFirst).kill,
+            ["staging", "young"]
+        );
+        assert_eq!(
+            decide(2, &all, KillSelection::OldestFirst).kill,
+            ["staging", "old"]
+        );
     }
 
     proptest! {
