@@ -56,6 +56,13 @@ pub enum CoordError {
     Fenced { fence: String },
     #[error("the leader's node {znode} holds no usable MasterInfo: {reason}")]
     InvalidMasterInfo { znode: String, reason: String },
+    #[error(
+        "a batch of {bytes} bytes exceeds this store's limit of {max} bytes per atomic write; \
+         split it (Store::max_batch_bytes)"
+    )]
+    BatchTooLarge { bytes: usize, max: usize },
+    #[error("the batch writes `{key}` twice; a key may appear once per atomic batch")]
+    DuplicateKey { key: String },
 }
 
 /// The condition a write is made under.
@@ -76,6 +83,42 @@ pub struct Entry {
     pub version: u64,
 }
 
+/// One write of an atomic batch ([`Store::apply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Writes `value` at `key` if `expected` holds.
+    Set {
+        key: String,
+        value: Vec<u8>,
+        expected: Expected,
+    },
+    /// Deletes `key` if `expected` holds (a missing key with
+    /// [`Expected::Any`] is no error, as in [`Store::delete`]).
+    Delete { key: String, expected: Expected },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Set { key, .. } | Op::Delete { key, .. } => key,
+        }
+    }
+
+    pub fn expected(&self) -> Expected {
+        match self {
+            Op::Set { expected, .. } | Op::Delete { expected, .. } => *expected,
+        }
+    }
+
+    /// The bytes of the key and value.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Op::Set { key, value, .. } => key.len() + value.len(),
+            Op::Delete { key, .. } => key.len(),
+        }
+    }
+}
+
 /// Versioned key-value storage with compare-and-set.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -87,6 +130,47 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, key: &str, expected: Expected) -> Result<(), CoordError>;
     /// Every key that starts with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, CoordError>;
+
+    /// Applies `ops` all or nothing: either every op's condition holds and
+    /// every op is applied, or none is (a [`CoordError::Conflict`] names the
+    /// first key whose condition failed). Returns the new version of each
+    /// `Set` and `None` for each `Delete`, in order. A key may appear once
+    /// per batch. Memory: under one lock; redb file: one write transaction
+    /// (one fsync); ZooKeeper: one `multi` request (with the fence check
+    /// first when fenced).
+    async fn apply(&self, ops: Vec<Op>) -> Result<Vec<Option<u64>>, CoordError>;
+
+    /// What one op costs against [`max_batch_bytes`](Self::max_batch_bytes):
+    /// its key and value, plus the backend's own framing.
+    fn op_bytes(&self, op: &Op) -> usize {
+        op.payload_bytes()
+    }
+
+    /// The most one [`apply`](Self::apply) may carry, as a sum of
+    /// [`op_bytes`](Self::op_bytes); a larger batch is refused with
+    /// [`CoordError::BatchTooLarge`]. (ZooKeeper: its 1 MiB request limit,
+    /// with a margin.)
+    fn max_batch_bytes(&self) -> usize;
+
+    /// The values of many keys at once (`None` for a missing key), in the
+    /// order of `keys`. ZooKeeper: pipelined reads, for fast loads at
+    /// failover. Each value is read atomically; the whole set is one
+    /// snapshot for the memory and redb stores only.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, CoordError>;
+}
+
+/// Refuses a batch that names a key twice (its outcome would depend on the
+/// order of the ops, and ZooKeeper could not apply it).
+pub(crate) fn check_unique_keys(ops: &[Op]) -> Result<(), CoordError> {
+    let mut seen = std::collections::HashSet::with_capacity(ops.len());
+    for op in ops {
+        if !seen.insert(op.key()) {
+            return Err(CoordError::DuplicateKey {
+                key: op.key().to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Held by the leading master. Dropping it withdraws from leadership.

@@ -10,6 +10,7 @@
 //! master whose session expired can no longer change the registry, even if
 //! it has not noticed yet.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,24 @@ use zookeeper_client::{
 };
 
 use super::{Connector, ZkUrl};
-use crate::{CoordError, Entry, Expected, Store};
+use crate::{CoordError, Entry, Expected, Op, Store, check_unique_keys};
+
+/// What one op of a `multi` costs on top of its node path and value: the op
+/// header, length prefixes, a create's ACL, flags and version (about 60
+/// bytes), and the result coming back (a stat of 68 bytes).
+const MULTI_OP_OVERHEAD: usize = 128;
+
+/// ZooKeeper refuses (by closing the connection) a request above its
+/// `jute.maxbuffer`, 1 MiB - 1 by default; keep a margin for the request
+/// header and the fence check.
+const MAX_MULTI_BYTES: usize = 1024 * 1024 - 64 * 1024;
+
+/// Reads kept in flight at once by `get_many`.
+const READ_WINDOW: usize = 1024;
+
+/// How often `apply` starts over when a concurrent writer changed what an
+/// `Expected::Any` op had found (created or deleted the node meanwhile).
+const APPLY_RETRIES: usize = 5;
 
 /// The registry, in ZooKeeper under `<path>-registry`.
 #[derive(Clone)]
@@ -34,6 +52,8 @@ struct Shared {
     root: String,
     /// The current session; a new one is opened when it ended.
     client: Mutex<Option<Client>>,
+    /// Bucket nodes known to exist, so that a batch creates them only once.
+    buckets: std::sync::Mutex<HashSet<String>>,
 }
 
 /// How a transactional write failed.
@@ -53,6 +73,7 @@ impl ZkStore {
                 connector: Connector::new(url, session_timeout, "registry"),
                 root: url.registry_path(),
                 client: Mutex::new(None),
+                buckets: std::sync::Mutex::new(HashSet::new()),
             }),
             fence: None,
         }
@@ -168,6 +189,232 @@ impl ZkStore {
             }
         }
         Ok(Err(ZkError::NoNode))
+    }
+}
+
+/// How one op of a batch goes into the `multi`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Planned {
+    Create,
+    SetData(Option<i32>),
+    Delete(Option<i32>),
+    /// Nothing to write (deleting a node that does not exist).
+    Skip,
+}
+
+/// How one attempt at a batch ended.
+enum Attempt {
+    Done(Vec<Option<u64>>),
+    /// A concurrent writer or a vanished bucket: plan again.
+    Again,
+}
+
+impl ZkStore {
+    /// Whether each of `nodes` exists, read in one pipeline.
+    async fn exist(&self, client: &Client, nodes: &[&str]) -> Result<Vec<bool>, CoordError> {
+        let pending: Vec<_> = nodes.iter().map(|n| client.check_stat(n)).collect();
+        let mut out = Vec::with_capacity(nodes.len());
+        for (node, stat) in nodes.iter().zip(pending) {
+            let stat = stat
+                .await
+                .map_err(|e| self.zk(&format!("cannot read {node}"), e))?;
+            out.push(stat.is_some());
+        }
+        Ok(out)
+    }
+
+    /// Creates the bucket nodes of `dirs` that are not known to exist.
+    async fn ensure_buckets(&self, client: &Client, dirs: &[&str]) -> Result<(), CoordError> {
+        let missing: Vec<String> = {
+            let known = self.shared.buckets.lock().expect("bucket cache");
+            let mut missing: Vec<String> = dirs
+                .iter()
+                .filter(|d| !known.contains(**d))
+                .map(|d| d.to_string())
+                .collect();
+            missing.sort();
+            missing.dedup();
+            missing
+        };
+        let dir_mode = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        for dir in missing {
+            client
+                .mkdir(&dir, &dir_mode)
+                .await
+                .map_err(|e| self.zk(&format!("cannot create {dir}"), e))?;
+            self.shared
+                .buckets
+                .lock()
+                .expect("bucket cache")
+                .insert(dir);
+        }
+        Ok(())
+    }
+
+    /// One attempt at a batch: reads what the plan depends on, then one
+    /// `multi`.
+    async fn apply_once(
+        &self,
+        client: &Client,
+        ops: &[Op],
+        nodes: &[(String, String)],
+    ) -> Result<Attempt, CoordError> {
+        // Whether the nodes exist, where the op depends on it.
+        let depends: Vec<usize> = (0..ops.len())
+            .filter(|&i| {
+                matches!(
+                    &ops[i],
+                    Op::Set {
+                        expected: Expected::Any,
+                        ..
+                    } | Op::Delete {
+                        expected: Expected::Any | Expected::Absent,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        let paths: Vec<&str> = depends.iter().map(|&i| nodes[i].1.as_str()).collect();
+        let mut exists: Vec<Option<bool>> = vec![None; ops.len()];
+        for (i, e) in depends.iter().zip(self.exist(client, &paths).await?) {
+            exists[*i] = Some(e);
+        }
+        let mut plan = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let node = &nodes[i].1;
+            let p = match op {
+                Op::Set { expected, .. } => match expected {
+                    Expected::Absent => Planned::Create,
+                    Expected::Any if exists[i] == Some(true) => Planned::SetData(None),
+                    Expected::Any => Planned::Create,
+                    Expected::Version(v) => match zk_version(*v) {
+                        Some(zv) => Planned::SetData(Some(zv)),
+                        None => {
+                            return Err(conflict(
+                                op.key(),
+                                *expected,
+                                self.version(client, node).await,
+                            ));
+                        }
+                    },
+                },
+                Op::Delete { expected, .. } => match expected {
+                    Expected::Any if exists[i] == Some(true) => Planned::Delete(None),
+                    Expected::Any => Planned::Skip,
+                    Expected::Absent if exists[i] == Some(true) => {
+                        return Err(conflict(
+                            op.key(),
+                            *expected,
+                            self.version(client, node).await,
+                        ));
+                    }
+                    Expected::Absent => Planned::Skip,
+                    Expected::Version(v) => match zk_version(*v) {
+                        Some(zv) => Planned::Delete(Some(zv)),
+                        None => {
+                            return Err(conflict(
+                                op.key(),
+                                *expected,
+                                self.version(client, node).await,
+                            ));
+                        }
+                    },
+                },
+            };
+            plan.push(p);
+        }
+        let dirs: Vec<&str> = plan
+            .iter()
+            .zip(nodes)
+            .filter(|(p, _)| **p == Planned::Create)
+            .map(|(_, (dir, _))| dir.as_str())
+            .collect();
+        self.ensure_buckets(client, &dirs).await?;
+
+        let mut writer = client.new_multi_writer();
+        let offset = usize::from(self.fence.is_some());
+        if let Some(fence) = &self.fence {
+            writer
+                .add_check_version(fence, -1)
+                .map_err(|e| self.zk("cannot check the fence", e))?;
+        }
+        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        // The op behind each entry of the multi.
+        let mut op_of = Vec::with_capacity(ops.len());
+        for (i, (op, p)) in ops.iter().zip(&plan).enumerate() {
+            let node = nodes[i].1.as_str();
+            let value: &[u8] = match op {
+                Op::Set { value, .. } => value,
+                Op::Delete { .. } => &[],
+            };
+            let added = match p {
+                Planned::Create => writer.add_create(node, value, &persistent),
+                Planned::SetData(v) => writer.add_set_data(node, value, *v),
+                Planned::Delete(v) => writer.add_delete(node, *v),
+                Planned::Skip => continue,
+            };
+            added.map_err(|e| self.zk(&format!("cannot write {node}"), e))?;
+            op_of.push(i);
+        }
+        if op_of.is_empty() && self.fence.is_none() {
+            return Ok(Attempt::Done(vec![None; ops.len()]));
+        }
+        match writer.commit().await {
+            Ok(results) => {
+                let mut versions = vec![None; ops.len()];
+                for (i, r) in op_of.iter().zip(results.into_iter().skip(offset)) {
+                    versions[*i] = match r {
+                        // A created node has version 0 (a multi's create
+                        // stat may be invalid: ZOOKEEPER-4026).
+                        MultiWriteResult::Create { .. } => Some(1),
+                        MultiWriteResult::SetData { stat } => Some(stat.version.max(0) as u64 + 1),
+                        _ => None,
+                    };
+                }
+                Ok(Attempt::Done(versions))
+            }
+            Err(MultiWriteError::OperationFailed { index: 0, .. }) if offset == 1 => {
+                Err(self.fenced_error())
+            }
+            Err(MultiWriteError::OperationFailed { index, source }) => {
+                let Some(&i) = index.checked_sub(offset).and_then(|j| op_of.get(j)) else {
+                    return Err(self.zk("a batch failed", source));
+                };
+                let (op, (dir, node)) = (&ops[i], &nodes[i]);
+                let expected = op.expected();
+                match (plan[i], source) {
+                    (Planned::Create, ZkError::NoNode) => {
+                        // The bucket went away (deleted by hand): create it again.
+                        self.shared
+                            .buckets
+                            .lock()
+                            .expect("bucket cache")
+                            .remove(dir);
+                        Ok(Attempt::Again)
+                    }
+                    // Created or deleted meanwhile by another writer: plan again.
+                    (Planned::Create, ZkError::NodeExists) if expected == Expected::Any => {
+                        Ok(Attempt::Again)
+                    }
+                    (Planned::SetData(None) | Planned::Delete(None), ZkError::NoNode) => {
+                        Ok(Attempt::Again)
+                    }
+                    (
+                        Planned::Create | Planned::SetData(Some(_)) | Planned::Delete(Some(_)),
+                        ZkError::NodeExists | ZkError::NoNode | ZkError::BadVersion,
+                    ) => Err(conflict(
+                        op.key(),
+                        expected,
+                        self.version(client, node).await,
+                    )),
+                    (_, e) => Err(self.zk(&format!("cannot write {node} in a batch"), e)),
+                }
+            }
+            Err(MultiWriteError::RequestFailed { source }) => Err(self.zk(
+                &format!("cannot apply a batch of {} writes", op_of.len()),
+                source,
+            )),
+        }
     }
 }
 
@@ -328,6 +575,76 @@ impl Store for ZkStore {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    async fn apply(&self, ops: Vec<Op>) -> Result<Vec<Option<u64>>, CoordError> {
+        check_unique_keys(&ops)?;
+        let bytes: usize = ops.iter().map(|op| self.op_bytes(op)).sum();
+        if bytes > MAX_MULTI_BYTES {
+            return Err(CoordError::BatchTooLarge {
+                bytes,
+                max: MAX_MULTI_BYTES,
+            });
+        }
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let nodes: Vec<(String, String)> = ops.iter().map(|op| self.node(op.key())).collect();
+        for _ in 0..APPLY_RETRIES {
+            if let Attempt::Done(versions) = self.apply_once(&client, &ops, &nodes).await? {
+                return Ok(versions);
+            }
+        }
+        Err(self.zk(
+            &format!(
+                "a batch of {} writes kept racing with other writers ({APPLY_RETRIES} attempts)",
+                ops.len()
+            ),
+            ZkError::BadVersion,
+        ))
+    }
+
+    fn op_bytes(&self, op: &Op) -> usize {
+        let (_, node) = self.node(op.key());
+        let value = match op {
+            Op::Set { value, .. } => value.len(),
+            Op::Delete { .. } => 0,
+        };
+        node.len() + value + MULTI_OP_OVERHEAD
+    }
+
+    fn max_batch_bytes(&self) -> usize {
+        MAX_MULTI_BYTES
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, CoordError> {
+        let client = self.client().await?;
+        let mut out = Vec::with_capacity(keys.len());
+        // Requests go out when made; keep a window of them in flight and
+        // take the answers in order.
+        let mut in_flight = VecDeque::with_capacity(READ_WINDOW.min(keys.len()));
+        let mut next = keys.iter();
+        loop {
+            while in_flight.len() < READ_WINDOW {
+                let Some(key) = next.next() else { break };
+                let (_, node) = self.node(key);
+                let read = client.get_data(&node);
+                in_flight.push_back((node, read));
+            }
+            let Some((node, read)) = in_flight.pop_front() else {
+                break;
+            };
+            match read.await {
+                Ok((value, stat)) => out.push(Some(Entry {
+                    value,
+                    version: stat.version as u64 + 1,
+                })),
+                Err(ZkError::NoNode) => out.push(None),
+                Err(e) => return Err(self.zk(&format!("cannot read {node}"), e)),
+            }
+        }
+        Ok(out)
     }
 }
 
