@@ -148,13 +148,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The most one [`apply`](Self::apply) may carry, as a sum of
     /// [`op_bytes`](Self::op_bytes); a larger batch is refused with
-    /// [`CoordError::BatchTooLarge`]. (ZooKeeper: its 1 MiB request limit,
-    /// with a margin.)
+    /// [`CoordError::BatchTooLarge`]. (ZooKeeper: 256 KiB, well below its
+    /// 1 MiB request limit so that a multi is answered quickly.)
     fn max_batch_bytes(&self) -> usize;
 
     /// The values of many keys at once (`None` for a missing key), in the
-    /// order of `keys`. ZooKeeper: pipelined reads, for fast loads at
-    /// failover. Each value is read atomically; the whole set is one
+    /// order of `keys`. ZooKeeper: multi-read requests, several in flight,
+    /// for fast loads at failover. Each value is read atomically; the whole set is one
     /// snapshot for the memory and redb stores only.
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, CoordError>;
 }

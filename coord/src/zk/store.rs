@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 use zookeeper_client::{
-    Acls, Client, CreateMode, Error as ZkError, MultiWriteError, MultiWriteResult,
+    Acls, Client, CreateMode, Error as ZkError, MultiReadResult, MultiWriteError, MultiWriteResult,
 };
 
 use super::{Connector, ZkUrl};
@@ -27,12 +27,23 @@ use crate::{CoordError, Entry, Expected, Op, Store, check_unique_keys};
 /// bytes), and the result coming back (a stat of 68 bytes).
 const MULTI_OP_OVERHEAD: usize = 128;
 
-/// ZooKeeper refuses (by closing the connection) a request above its
-/// `jute.maxbuffer`, 1 MiB - 1 by default; keep a margin for the request
-/// header and the fence check.
-const MAX_MULTI_BYTES: usize = 1024 * 1024 - 64 * 1024;
+/// The most one `multi` carries. ZooKeeper refuses (by closing the
+/// connection) a request above its `jute.maxbuffer`, 1 MiB - 1 by default;
+/// well below that, a batch also stays quick for the server to apply: the
+/// client takes a connection for dead when an answer is later than 2/5 of
+/// the session timeout (800 ms for a 2 s session), and a cold or busy
+/// server needs well over that for a 1 MB multi. 256 KiB is about 700
+/// records of 200 bytes.
+const MAX_MULTI_BYTES: usize = 256 * 1024;
 
-/// Reads kept in flight at once by `get_many`.
+/// Keys read by one multi-read request in `get_many`.
+const READ_BATCH: usize = 500;
+
+/// Multi-read requests kept in flight at once by `get_many`.
+const READ_BATCHES_IN_FLIGHT: usize = 4;
+
+/// Single reads kept in flight at once when the server has no multi-read
+/// (ZooKeeper before 3.6).
 const READ_WINDOW: usize = 1024;
 
 /// How often `apply` starts over when a concurrent writer changed what an
@@ -418,6 +429,105 @@ impl ZkStore {
     }
 }
 
+/// Why a multi-read `get_many` failed.
+enum MultiRead {
+    /// The server does not know multi-reads (before 3.6).
+    Unsupported,
+    Failed(CoordError),
+}
+
+impl ZkStore {
+    /// `get_many` in multi-read requests of [`READ_BATCH`] keys, a few in
+    /// flight at once.
+    async fn get_many_multi(
+        &self,
+        client: &Client,
+        keys: &[String],
+    ) -> Result<Vec<Option<Entry>>, MultiRead> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut batches = keys.chunks(READ_BATCH);
+        let mut in_flight = VecDeque::with_capacity(READ_BATCHES_IN_FLIGHT);
+        loop {
+            while in_flight.len() < READ_BATCHES_IN_FLIGHT {
+                let Some(batch) = batches.next() else { break };
+                let mut reader = client.new_multi_reader();
+                for key in batch {
+                    let (_, node) = self.node(key);
+                    reader.add_get_data(&node).map_err(|e| {
+                        MultiRead::Failed(self.zk(&format!("cannot read {node}"), e))
+                    })?;
+                }
+                // The request goes out now; its answer is awaited in order.
+                in_flight.push_back((batch, reader.commit()));
+            }
+            let Some((batch, answer)) = in_flight.pop_front() else {
+                break;
+            };
+            let results = match answer.await {
+                Ok(r) => r,
+                Err(ZkError::Unimplemented) if out.is_empty() => {
+                    return Err(MultiRead::Unsupported);
+                }
+                Err(e) => {
+                    return Err(MultiRead::Failed(
+                        self.zk(&format!("cannot read {} keys", batch.len()), e),
+                    ));
+                }
+            };
+            for (key, r) in batch.iter().zip(results) {
+                out.push(match r {
+                    MultiReadResult::Data { data, stat } => Some(Entry {
+                        value: data,
+                        version: stat.version as u64 + 1,
+                    }),
+                    MultiReadResult::Error {
+                        err: ZkError::NoNode,
+                    } => None,
+                    MultiReadResult::Error { err } => {
+                        return Err(MultiRead::Failed(
+                            self.zk(&format!("cannot read {}", self.node(key).1), err),
+                        ));
+                    }
+                    // Only data reads were asked for.
+                    _ => None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `get_many` as single reads, a window of them in flight.
+    async fn get_many_pipelined(
+        &self,
+        client: &Client,
+        keys: &[String],
+    ) -> Result<Vec<Option<Entry>>, CoordError> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut in_flight = VecDeque::with_capacity(READ_WINDOW.min(keys.len()));
+        let mut next = keys.iter();
+        loop {
+            while in_flight.len() < READ_WINDOW {
+                let Some(key) = next.next() else { break };
+                let (_, node) = self.node(key);
+                let read = client.get_data(&node);
+                in_flight.push_back((node, read));
+            }
+            let Some((node, read)) = in_flight.pop_front() else {
+                break;
+            };
+            match read.await {
+                Ok((value, stat)) => out.push(Some(Entry {
+                    value,
+                    version: stat.version as u64 + 1,
+                })),
+                Err(ZkError::NoNode) => out.push(None),
+                Err(e) => return Err(self.zk(&format!("cannot read {node}"), e)),
+            }
+        }
+        Ok(out)
+    }
+}
+
 enum WriteOp<'a> {
     Create(&'a [u8]),
     Set(&'a [u8], Option<i32>),
@@ -620,31 +730,11 @@ impl Store for ZkStore {
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Entry>>, CoordError> {
         let client = self.client().await?;
-        let mut out = Vec::with_capacity(keys.len());
-        // Requests go out when made; keep a window of them in flight and
-        // take the answers in order.
-        let mut in_flight = VecDeque::with_capacity(READ_WINDOW.min(keys.len()));
-        let mut next = keys.iter();
-        loop {
-            while in_flight.len() < READ_WINDOW {
-                let Some(key) = next.next() else { break };
-                let (_, node) = self.node(key);
-                let read = client.get_data(&node);
-                in_flight.push_back((node, read));
-            }
-            let Some((node, read)) = in_flight.pop_front() else {
-                break;
-            };
-            match read.await {
-                Ok((value, stat)) => out.push(Some(Entry {
-                    value,
-                    version: stat.version as u64 + 1,
-                })),
-                Err(ZkError::NoNode) => out.push(None),
-                Err(e) => return Err(self.zk(&format!("cannot read {node}"), e)),
-            }
+        match self.get_many_multi(&client, keys).await {
+            Err(MultiRead::Unsupported) => self.get_many_pipelined(&client, keys).await,
+            Err(MultiRead::Failed(e)) => Err(e),
+            Ok(entries) => Ok(entries),
         }
-        Ok(out)
     }
 }
 
