@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod kit;
 pub mod zk;
 
 use std::future::Future;

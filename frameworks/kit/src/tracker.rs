@@ -398,8 +398,16 @@ impl TaskTracker {
 /// resent with backoff anyway, and everything again after the next
 /// subscription.
 pub fn drive(tracker: &mut TaskTracker, scheduler: &Scheduler, now: Instant) -> Option<Instant> {
-    for action in tracker.poll(now) {
-        let sent = match &action {
+    let actions = tracker.poll(now);
+    execute(&actions, scheduler);
+    tracker.next_wakeup()
+}
+
+/// Sends `actions` through the scheduler driver (what [`drive`] does with
+/// what [`TaskTracker::poll`] returns).
+pub fn execute(actions: &[TrackerAction], scheduler: &Scheduler) {
+    for action in actions {
+        let sent = match action {
             TrackerAction::Reconcile(pairs) => {
                 tracing::debug!(tasks = pairs.len(), "reconciling tasks");
                 scheduler.reconcile(pairs.clone())
@@ -418,7 +426,6 @@ pub fn drive(tracker: &mut TaskTracker, scheduler: &Scheduler, now: Instant) -> 
             Err(e) => tracing::warn!(?action, "cannot send: {e}"),
         }
     }
-    tracker.next_wakeup()
 }
 
 #[cfg(test)]
