@@ -108,6 +108,10 @@ pub struct AgentArgs {
     /// Time between SIGTERM and SIGKILL when a task is killed and does not say.
     #[arg(long, env = "AGORA_KILL_GRACE", default_value = "3s", value_parser = parse_duration)]
     pub kill_grace: Duration,
+    /// How many tasks' health and readiness checks may run at once (more
+    /// that are due start late).
+    #[arg(long, env = "AGORA_HEALTH_CHECK_CONCURRENCY", default_value_t = agora_agent::config::DEFAULT_HEALTH_CHECK_CONCURRENCY)]
+    pub health_check_concurrency: usize,
     #[command(flatten)]
     pub docker: DockerArgs,
 }

@@ -232,6 +232,7 @@ fn agent_config(args: &AgentArgs) -> anyhow::Result<agora_agent::AgentConfig> {
         config.hostname = h.clone();
     }
     config.default_kill_grace = args.kill_grace;
+    config.health_check_concurrency = args.health_check_concurrency;
     apply_docker_args(&mut config, &args.docker)?;
     config.validate().map_err(usage)?;
     Ok(config)

@@ -77,6 +77,23 @@ pub struct AgentRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KillRecord {
     pub grace_seconds: f64,
+    /// Set when a failing health check asked for the kill: why (the task's
+    /// final status says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
+}
+
+/// `health.json`: what a restarted agent needs to resume a task's health
+/// checks where they were.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    /// When the task started to run (seconds since the Unix epoch): the
+    /// checks' delay and grace period count from there.
+    pub running_since: f64,
+    /// Which health checks have passed at least once (their grace period
+    /// is over for good).
+    #[serde(default)]
+    pub passed: Vec<bool>,
 }
 
 /// `container.json`: which container runs the task.
@@ -123,6 +140,7 @@ pub struct CheckpointedTask {
     pub launch: LaunchTask,
     pub container: Option<ContainerRecord>,
     pub updates: Vec<UpdateRecord>,
+    pub health: Option<HealthRecord>,
 }
 
 /// Everything a restarted agent finds in its work directory.
@@ -261,6 +279,16 @@ impl Checkpoint {
         )
     }
 
+    pub fn save_health(
+        &self,
+        framework_id: &str,
+        task_id: &str,
+        record: &HealthRecord,
+    ) -> Result<(), AgentError> {
+        let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+        write(self.layout.health_file(framework_id, task_id), &bytes)
+    }
+
     pub fn remove_task(&self, framework_id: &str, task_id: &str) -> Result<(), AgentError> {
         let dir = self.layout.task_dir(framework_id, task_id);
         remove_dir_all_if_exists(&dir).map_err(|e| AgentError::io("cannot remove", dir, e))
@@ -324,10 +352,14 @@ impl Checkpoint {
             Some(b) => decode_updates(&updates_file, &b)?,
             None => Vec::new(),
         };
+        // Only a convenience for the checks: a damaged one is started anew.
+        let health =
+            read(&self.layout.health_file(fid, tid))?.and_then(|b| serde_json::from_slice(&b).ok());
         Ok(Some(CheckpointedTask {
             launch,
             container,
             updates,
+            health,
         }))
     }
 }
@@ -413,7 +445,10 @@ mod tests {
             container_id: "c1".into(),
             containerizer: "process".into(),
             launched: Some(serde_json::json!({"pid": 42})),
-            kill: Some(KillRecord { grace_seconds: 1.5 }),
+            kill: Some(KillRecord {
+                grace_seconds: 1.5,
+                health_check: Some("its health check failed".into()),
+            }),
         };
         cp.save_container("f1", "t1", &container).unwrap();
         let updates = vec![
@@ -427,6 +462,11 @@ mod tests {
             },
         ];
         cp.save_updates("f1", "t1", &updates).unwrap();
+        let health = HealthRecord {
+            running_since: 1_700_000_000.5,
+            passed: vec![true, false],
+        };
+        cp.save_health("f1", "t1", &health).unwrap();
         // A task directory without its task file (the agent died while
         // creating it) is ignored.
         fs::create_dir_all(cp.layout().task_dir("f1", "t2")).unwrap();
@@ -438,6 +478,7 @@ mod tests {
         assert_eq!(got.tasks[0].launch, launch("f1", "t1"));
         assert_eq!(got.tasks[0].container.as_ref(), Some(&container));
         assert_eq!(got.tasks[0].updates, updates);
+        assert_eq!(got.tasks[0].health.as_ref(), Some(&health));
         assert!(got.skipped.is_empty(), "{:?}", got.skipped);
 
         cp.clear_agent_id().unwrap();

@@ -67,7 +67,15 @@ pub struct AgentConfig {
     /// kept after its task's final status was acknowledged. Its stdout and
     /// stderr stay in the sandbox for `sandbox_gc_delay` either way.
     pub docker_remove_delay: Duration,
+    /// How many health and readiness checks may run at once on this agent
+    /// (more that are due wait, and start late).
+    pub health_check_concurrency: usize,
 }
+
+/// The default of [`AgentConfig::health_check_concurrency`].
+pub const DEFAULT_HEALTH_CHECK_CONCURRENCY: usize = 256;
+/// The most [`AgentConfig::health_check_concurrency`] may be.
+pub const MAX_HEALTH_CHECK_CONCURRENCY: usize = 65_536;
 
 /// A kind of containerizer (`--containerizers docker,process`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +133,7 @@ impl AgentConfig {
     /// resources, no attributes, this host's name, the supervisor started as
     /// `<this executable> task-supervisor`, a 3 s kill grace, status updates
     /// resent after 10 s doubling up to 10 min, reconnects after 1 s doubling
-    /// up to 30 s, sandboxes kept 1 h.
+    /// up to 30 s, sandboxes kept 1 h, at most 256 health checks at once.
     pub fn new(master: impl Into<String>, work_dir: impl Into<PathBuf>) -> AgentConfig {
         let exe = std::env::current_exe()
             .map(PathBuf::into_os_string)
@@ -149,6 +157,7 @@ impl AgentConfig {
             docker_volume_roots: Vec::new(),
             docker_allow_privileged: false,
             docker_remove_delay: Duration::from_secs(3600),
+            health_check_concurrency: DEFAULT_HEALTH_CHECK_CONCURRENCY,
         }
     }
 
@@ -197,6 +206,15 @@ impl AgentConfig {
                     )
                 })?;
             }
+        }
+        if !(1..=MAX_HEALTH_CHECK_CONCURRENCY).contains(&self.health_check_concurrency) {
+            return Err(AgentError::config(
+                "health_check_concurrency",
+                format!(
+                    "is {}; give a number of checks from 1 to {MAX_HEALTH_CHECK_CONCURRENCY}",
+                    self.health_check_concurrency
+                ),
+            ));
         }
         for a in &self.attributes {
             if a.name.is_empty() || a.value.is_none() {

@@ -24,12 +24,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::checkpoint::{
-    Checkpoint, ContainerRecord, KillRecord, list_dir, remove_dir_all_if_exists,
+    Checkpoint, ContainerRecord, HealthRecord, KillRecord, list_dir, remove_dir_all_if_exists,
 };
 use crate::containerizer::{
     ContainerId, Containerizer, KnownContainer, LaunchRequest, Launched, Recovered, Termination,
 };
 use crate::error::AgentError;
+use crate::health::stats::HealthStatsView;
+use crate::health::{HealthChecks, HealthEvent, Start};
 use crate::paths::validate_id;
 use crate::status_update::{AckOutcome, RetryPolicy, UpdateStream};
 use crate::task::{Outcome, Phase, TaskEntry, TaskKey, new_status, outcome, progress};
@@ -48,6 +50,8 @@ pub(crate) struct Settings {
     pub default_kill_grace: Duration,
     pub retry: RetryPolicy,
     pub sandbox_gc_delay: Duration,
+    /// How many health checks may run at once.
+    pub health_check_concurrency: usize,
 }
 
 /// A message to the core.
@@ -79,6 +83,12 @@ pub(crate) enum Command {
         key: TaskKey,
         container_id: ContainerId,
         termination: Result<Termination, AgentError>,
+    },
+    /// A task's checks found something to act on.
+    Health {
+        key: TaskKey,
+        container_id: ContainerId,
+        event: HealthEvent,
     },
     /// `/state`.
     State { reply: oneshot::Sender<StateView> },
@@ -152,6 +162,7 @@ pub(crate) struct StateView {
     pub frameworks: Vec<FrameworkView>,
     pub tasks: Vec<TaskView>,
     pub completed_tasks: Vec<TaskView>,
+    pub health_checks: HealthStatsView,
     pub version: &'static str,
 }
 
@@ -179,6 +190,8 @@ pub(crate) struct TaskView {
     pub pid: Option<i32>,
     pub sandbox: Option<PathBuf>,
     pub unacknowledged_updates: usize,
+    pub healthy: Option<bool>,
+    pub ready: Option<bool>,
 }
 
 /// The master session the core may send on.
@@ -206,6 +219,8 @@ pub(crate) struct Core {
     completed: VecDeque<TaskView>,
     garbage: Vec<Garbage>,
     session: Option<Session>,
+    /// Runs the tasks' health and readiness checks.
+    health: HealthChecks,
     /// For the core's own helpers (launches, watchers, kills).
     tx: mpsc::Sender<Command>,
     rx: mpsc::Receiver<Command>,
@@ -232,9 +247,18 @@ impl Core {
         }
         let (tx, rx) = mpsc::channel(1024);
         let (agent_id_tx, agent_id_rx) = watch::channel(state.agent_id.clone());
+        let tracker = TaskTracker::new();
+        let health = HealthChecks::spawn(
+            containerizer.clone(),
+            tx.clone(),
+            settings.health_check_concurrency,
+            &tracker,
+            shutdown.clone(),
+        );
         let mut core = Core {
             settings: Arc::new(settings),
             checkpoint,
+            health,
             containerizer,
             agent_id: state.agent_id,
             agent_id_tx,
@@ -245,7 +269,7 @@ impl Core {
             session: None,
             tx: tx.clone(),
             rx,
-            tracker: TaskTracker::new(),
+            tracker,
             shutdown,
         };
 
@@ -267,6 +291,8 @@ impl Core {
                     .sandbox_dir(&key.0, &key.1, c.as_str())
             });
             let ended = stream.has_terminal();
+            let latest = stream.latest();
+            let (healthy, ready) = (latest.and_then(|s| s.healthy), latest.and_then(|s| s.ready));
             let entry = TaskEntry {
                 launch: Some(t.launch),
                 container: t.container,
@@ -278,6 +304,9 @@ impl Core {
                 },
                 stream,
                 pid: None,
+                healthy,
+                ready,
+                health: t.health,
             };
             if entry.stream.is_complete() {
                 core.tasks.insert(key.clone(), entry);
@@ -346,6 +375,11 @@ impl Core {
         Ok((core, CoreHandle { tx }, agent_id_rx))
     }
 
+    /// The counters of the tasks' checks.
+    pub fn health_stats(&self) -> Arc<crate::health::stats::HealthStats> {
+        self.health.stats().clone()
+    }
+
     /// Acts on what the containerizer found of a checkpointed task.
     fn recovered(&mut self, key: &TaskKey, recovered: Recovered) {
         let _span = task_span(key).entered();
@@ -381,8 +415,11 @@ impl Core {
                     .get(key)
                     .is_some_and(|e| e.stream.latest_state() != Some(TaskState::TaskRunning));
                 self.mark_running(key, launched);
-                if starting && self.tasks.get(key).is_some_and(|e| e.kill().is_none()) {
-                    self.emit(key, progress(TaskState::TaskRunning, "Command is running"));
+                if self.tasks.get(key).is_some_and(|e| e.kill().is_none()) {
+                    self.start_checks(key);
+                    if starting {
+                        self.emit(key, progress(TaskState::TaskRunning, "Command is running"));
+                    }
                 }
                 if let Some(grace) = self
                     .tasks
@@ -476,6 +513,11 @@ impl Core {
                     self.end_task(&key, termination);
                 }
             }
+            Command::Health {
+                key,
+                container_id,
+                event,
+            } => self.health_event(&key, &container_id, event),
             Command::State { reply } => {
                 let _ = reply.send(self.state_view());
             }
@@ -587,6 +629,7 @@ impl Core {
             let Some(e) = self.tasks.remove(&key) else {
                 continue;
             };
+            self.health.stop(&key);
             if e.phase == Phase::Running
                 && let Some(cid) = e.container_id()
             {
@@ -628,7 +671,7 @@ impl Core {
             }
             master_to_agent::Message::KillTasks(kills) => {
                 for k in kills.kills {
-                    self.kill(&(k.framework_id, k.task_id), k.kill_policy.as_ref());
+                    self.kill(&(k.framework_id, k.task_id), k.kill_policy.as_ref(), None);
                 }
             }
             master_to_agent::Message::Acknowledge(acks) => {
@@ -645,7 +688,7 @@ impl Core {
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in keys {
-                    self.kill(&key, None);
+                    self.kill(&key, None, None);
                 }
             }
             master_to_agent::Message::Registered(_) | master_to_agent::Message::Refused(_) => {}
@@ -755,6 +798,9 @@ impl Core {
                 phase: Phase::Launching,
                 stream: UpdateStream::new(self.settings.retry),
                 pid: None,
+                healthy: None,
+                ready: None,
+                health: None,
             },
         );
         if let Err(e) = saved {
@@ -850,7 +896,10 @@ impl Core {
                     .map(|k| k.grace_seconds);
                 match kill {
                     Some(grace) => self.spawn_kill(key, Duration::from_secs_f64(grace.max(0.0))),
-                    None => self.emit(key, progress(TaskState::TaskRunning, "Command is running")),
+                    None => {
+                        self.start_checks(key);
+                        self.emit(key, progress(TaskState::TaskRunning, "Command is running"));
+                    }
                 }
             }
             Err(e) => {
@@ -901,7 +950,9 @@ impl Core {
         );
     }
 
-    fn kill(&mut self, key: &TaskKey, policy: Option<&KillPolicy>) {
+    /// Kills a task: asked by the master (`policy` may override the grace
+    /// period), or by a failing health check (`health_check` says why).
+    fn kill(&mut self, key: &TaskKey, policy: Option<&KillPolicy>, health_check: Option<String>) {
         let _span = task_span(key).entered();
         let known = self.tasks.get(key).is_some_and(|e| e.launch.is_some());
         if !known {
@@ -917,6 +968,9 @@ impl Core {
                         phase: Phase::Ended,
                         stream: UpdateStream::new(self.settings.retry),
                         pid: None,
+                        healthy: None,
+                        ready: None,
+                        health: None,
                     },
                 );
                 self.emit(
@@ -954,10 +1008,13 @@ impl Core {
         };
         record.kill = Some(KillRecord {
             grace_seconds: grace.as_secs_f64(),
+            health_check,
         });
         if let Err(err) = self.checkpoint.save_container(&key.0, &key.1, record) {
             error!("{err}");
         }
+        // No more checks once a task is on its way out (as in Mesos).
+        self.health.stop(key);
         info!(?grace, "killing the task");
         if e.phase == Phase::Running {
             self.spawn_kill(key, grace);
@@ -982,6 +1039,111 @@ impl Core {
             }
             .instrument(tracing::Span::current()),
         );
+    }
+
+    // ----- health checks ----------------------------------------------------
+
+    /// Starts the task's health and readiness checks, if it has any (a task
+    /// that starts to run, or one found running after a restart). A task
+    /// with readiness checks is not ready until they succeed: the
+    /// TASK_RUNNING update that follows says so.
+    fn start_checks(&mut self, key: &TaskKey) {
+        let Some(e) = self.tasks.get_mut(key) else {
+            return;
+        };
+        let Some(info) = e.launch.as_ref().and_then(|l| l.task.as_ref()) else {
+            return;
+        };
+        if info.health_checks.is_empty() && info.readiness_checks.is_empty() {
+            return;
+        }
+        let checks = match agora_proto::health::task_checks(info) {
+            Ok(c) => c,
+            Err(err) => {
+                // The master refuses such tasks; an older master may not.
+                warn!("the task's checks cannot run: {err}");
+                return;
+            }
+        };
+        let Some(container_id) = e.container_id() else {
+            return;
+        };
+        let record = e.health.get_or_insert_with(|| HealthRecord {
+            running_since: agora_proto::unix_seconds(SystemTime::now()),
+            passed: Vec::new(),
+        });
+        record.passed.resize(checks.health.len(), false);
+        if let Err(err) = self.checkpoint.save_health(&key.0, &key.1, record) {
+            error!("{err}");
+        }
+        if !checks.readiness.is_empty() && e.ready.is_none() {
+            e.ready = Some(false);
+        }
+        self.health.start(Start {
+            key: key.clone(),
+            container_id,
+            running_since: record.running_since,
+            passed: record.passed.clone(),
+            healthy: e.healthy,
+            ready: e.ready,
+            checks,
+        });
+    }
+
+    /// What the checks found: reported as a TASK_RUNNING update (health or
+    /// readiness changed), or a kill.
+    fn health_event(&mut self, key: &TaskKey, container_id: &ContainerId, event: HealthEvent) {
+        let Some(e) = self.tasks.get_mut(key).filter(|e| {
+            e.phase == Phase::Running
+                && e.kill().is_none()
+                && e.container_id().as_ref() == Some(container_id)
+        }) else {
+            return;
+        };
+        let _span = task_span(key).entered();
+        match event {
+            HealthEvent::FirstPass { check } => {
+                if let Some(record) = e.health.as_mut()
+                    && let Some(passed) = record.passed.get_mut(check)
+                {
+                    *passed = true;
+                    if let Err(err) = self.checkpoint.save_health(&key.0, &key.1, record) {
+                        error!("{err}");
+                    }
+                }
+            }
+            HealthEvent::Health { healthy, message } => {
+                info!(healthy, "{message}");
+                e.healthy = Some(healthy);
+                self.emit(
+                    key,
+                    Outcome {
+                        state: TaskState::TaskRunning,
+                        reason: StatusReason::ReasonTaskHealthCheckStatusUpdated,
+                        message,
+                        exit_code: None,
+                    },
+                );
+            }
+            HealthEvent::Ready { message } => {
+                info!("{message}");
+                e.ready = Some(true);
+                self.emit(
+                    key,
+                    Outcome {
+                        state: TaskState::TaskRunning,
+                        reason: StatusReason::ReasonTaskCheckStatusUpdated,
+                        message,
+                        exit_code: None,
+                    },
+                );
+            }
+            HealthEvent::Kill { message } => {
+                warn!("killing the task because {message}");
+                e.healthy = Some(false);
+                self.kill(key, None, Some(message));
+            }
+        }
     }
 
     fn acknowledge(&mut self, key: &TaskKey, uuid: &[u8]) {
@@ -1009,6 +1171,7 @@ impl Core {
         let Some(e) = self.tasks.remove(key) else {
             return;
         };
+        self.health.stop(key);
         if e.launch.is_none() {
             return;
         }
@@ -1056,6 +1219,7 @@ impl Core {
 
     /// Reports how a task ended.
     fn end_task(&mut self, key: &TaskKey, termination: Termination) {
+        self.health.stop(key);
         let kill = self.tasks.get(key).and_then(|e| e.kill().cloned());
         self.emit(key, outcome(&termination, kill.as_ref()));
         self.set_phase(key, Phase::Ended);
@@ -1075,7 +1239,10 @@ impl Core {
             return;
         };
         let state = outcome.state;
-        e.stream.push(new_status(key, &agent_id, outcome));
+        let mut status = new_status(key, &agent_id, outcome);
+        status.healthy = e.healthy;
+        status.ready = e.ready;
+        e.stream.push(status);
         info!(framework_id = %key.0, task_id = %key.1, state = state.as_str_name(), "status update");
         self.persist_updates(key);
     }
@@ -1193,6 +1360,7 @@ impl Core {
                 .map(|(k, e)| task_view(k, e))
                 .collect(),
             completed_tasks: self.completed.iter().cloned().collect(),
+            health_checks: self.health.stats().view(),
             version: agora_proto::VERSION,
         }
     }
@@ -1257,6 +1425,8 @@ fn task_view(key: &TaskKey, e: &TaskEntry) -> TaskView {
         pid: e.pid,
         sandbox: e.sandbox.clone(),
         unacknowledged_updates: e.stream.pending(),
+        healthy: e.healthy,
+        ready: e.ready,
     }
 }
 

@@ -84,6 +84,10 @@ pub enum AgentError {
         source: bollard::errors::Error,
     },
 
+    /// A health-check command could not be run.
+    #[error("cannot run the check command: {0}")]
+    Check(String),
+
     /// The containerizer does not know this container.
     #[error("unknown container {0}")]
     UnknownContainer(String),

@@ -14,6 +14,8 @@
 //!   whose tasks run under a detached [`supervisor`]; the Docker backend
 //!   (bollard); the composing one that picks per task.
 //! * `status_update`: one task's ordered, acknowledged update stream.
+//! * [`health`]: the tasks' health and readiness checks (HTTP, HTTPS and
+//!   TCP from the agent's runtime, COMMAND through the containerizer).
 //! * `checkpoint`, `paths`: the work directory (see `docs/agent.md`).
 //! * `http`: `/health`, `/state`, `/tasks/{id}/logs`.
 //!
@@ -31,6 +33,7 @@ pub mod config;
 pub mod containerizer;
 mod core;
 mod error;
+pub mod health;
 mod http;
 mod paths;
 mod procfs;
@@ -80,6 +83,7 @@ pub struct RunningAgent {
     /// the Docker daemon is when Docker is one of them.
     containerizers: Vec<&'static str>,
     docker_host: Option<String>,
+    health_stats: Arc<health::stats::HealthStats>,
 }
 
 impl RunningAgent {
@@ -108,6 +112,11 @@ impl RunningAgent {
     /// The Docker daemon's address, when Docker runs tasks here.
     pub fn docker_host(&self) -> Option<&str> {
         self.docker_host.as_deref()
+    }
+
+    /// What the tasks' health and readiness checks have done so far.
+    pub fn health_stats(&self) -> health::HealthStatsSnapshot {
+        self.health_stats.snapshot()
     }
 
     /// Waits until the agent has stopped (after its shutdown token was
@@ -173,6 +182,7 @@ pub async fn start(
             max: config.status_retry_max,
         },
         sandbox_gc_delay: config.sandbox_gc_delay,
+        health_check_concurrency: config.health_check_concurrency,
     };
     info!(
         master = %config.master,
@@ -198,6 +208,7 @@ pub async fn start(
     .instrument(span.clone())
     .await?;
 
+    let health_stats = core.health_stats();
     let core_task = tokio::spawn(core.run().instrument(span.clone()));
     let session_task = tokio::spawn(
         session::run(
@@ -238,6 +249,7 @@ pub async fn start(
         lock,
         containerizers,
         docker_host,
+        health_stats,
     })
 }
 

@@ -9,6 +9,7 @@
 //!   meta/frameworks/<fid>/tasks/<tid>/task.pb  LaunchTask: framework id, TaskInfo, role
 //!   meta/frameworks/<fid>/tasks/<tid>/container.json  container id, containerizer, launch facts, kill request
 //!   meta/frameworks/<fid>/tasks/<tid>/updates.json    the task's status-update stream (sent / acknowledged)
+//!   meta/frameworks/<fid>/tasks/<tid>/health.json     when it started to run, which health checks passed
 //!   containers/<container_id>/                 the process containerizer's run dir:
 //!       spec.json supervisor.json status.json supervisor.log
 //!   sandboxes/<fid>/<tid>/<container_id>/      the task's working directory: stdout, stderr, its files
@@ -98,6 +99,10 @@ impl Layout {
 
     pub fn updates_file(&self, framework_id: &str, task_id: &str) -> PathBuf {
         self.task_dir(framework_id, task_id).join("updates.json")
+    }
+
+    pub fn health_file(&self, framework_id: &str, task_id: &str) -> PathBuf {
+        self.task_dir(framework_id, task_id).join("health.json")
     }
 
     pub fn containers_dir(&self) -> PathBuf {

@@ -10,7 +10,8 @@
 //!   for its acknowledgement;
 //! * the head is resent with exponential backoff until an acknowledgement
 //!   with its uuid arrives, and at once after every (re)registration;
-//! * an acknowledgement with any other uuid is ignored.
+//! * an acknowledgement with any other uuid is ignored;
+//! * of the acknowledged updates only the latest is kept.
 
 use std::time::Duration;
 
@@ -144,6 +145,13 @@ impl UpdateStream {
         rec.acknowledged = true;
         let terminal = is_terminal(rec.status.state());
         self.head += 1;
+        // Only the latest acknowledged update is needed (it is the task's
+        // latest state once nothing waits): a task whose health flaps for
+        // days must not grow its checkpoint without end.
+        if self.head > 1 {
+            self.records.drain(..self.head - 1);
+            self.head = 1;
+        }
         self.resend_now();
         AckOutcome::Acknowledged { terminal }
     }
@@ -210,6 +218,27 @@ mod tests {
         assert_eq!(s.due(at).unwrap().state(), TaskState::TaskRunning);
         assert_eq!(s.acknowledge(&starting), AckOutcome::Ignored);
         assert!(!s.is_complete());
+    }
+
+    #[test]
+    fn only_the_latest_acknowledged_update_is_kept() {
+        let mut s = UpdateStream::new(POLICY);
+        for _ in 0..100 {
+            s.push(status(TaskState::TaskRunning));
+            let uuid = s.head().unwrap().uuid.clone();
+            s.acknowledge(&uuid);
+        }
+        assert_eq!(s.records().len(), 1);
+        s.push(status(TaskState::TaskRunning));
+        s.push(status(TaskState::TaskKilled));
+        assert_eq!(s.records().len(), 3);
+        assert_eq!(s.pending(), 2);
+        let uuid = s.head().unwrap().uuid.clone();
+        s.acknowledge(&uuid);
+        assert_eq!((s.records().len(), s.pending()), (2, 1));
+        let back = UpdateStream::from_records(s.records().to_vec(), POLICY);
+        assert_eq!(back.head().unwrap().state(), TaskState::TaskKilled);
+        assert_eq!(back.latest_state(), Some(TaskState::TaskKilled));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agora_proto::v1::{LaunchTask, StatusReason, StatusSource, TaskState, TaskStatus};
 
-use crate::checkpoint::{ContainerRecord, KillRecord};
+use crate::checkpoint::{ContainerRecord, HealthRecord, KillRecord};
 use crate::containerizer::{ContainerId, Termination, signal_name};
 use crate::status_update::UpdateStream;
 
@@ -37,6 +37,13 @@ pub(crate) struct TaskEntry {
     pub stream: UpdateStream,
     /// The pid of the task's main process, when known.
     pub pid: Option<i32>,
+    /// The task's health and readiness as last reported (every update of
+    /// the task carries them, once known).
+    pub healthy: Option<bool>,
+    pub ready: Option<bool>,
+    /// When the task started to run and which health checks passed
+    /// (checkpointed), once its checks have started.
+    pub health: Option<HealthRecord>,
 }
 
 impl TaskEntry {
@@ -90,25 +97,31 @@ pub(crate) fn outcome(termination: &Termination, kill: Option<&KillRecord>) -> O
     };
     if let Some(kill) = kill {
         let grace = Duration::from_secs_f64(kill.grace_seconds.max(0.0));
+        let prefix = match &kill.health_check {
+            Some(cause) => format!("Task killed because {cause}"),
+            None => "Task killed".to_string(),
+        };
         let message = match termination {
             Termination::Signaled { signal: 9 } => format!(
-                "Task killed: it did not stop within its grace period of {grace:?} after SIGTERM, \
+                "{prefix}: it did not stop within its grace period of {grace:?} after SIGTERM, \
                  so it was killed with SIGKILL"
             ),
             Termination::Signaled { .. }
             | Termination::Exited { .. }
             | Termination::OomKilled { .. } => {
-                format!("Task killed: it ended with {detail} after SIGTERM")
+                format!("{prefix}: it ended with {detail} after SIGTERM")
             }
             Termination::LaunchFailed { .. }
             | Termination::Vanished { .. }
-            | Termination::Refused { .. } => format!("Task killed: {detail}"),
+            | Termination::Refused { .. } => format!("{prefix}: {detail}"),
         };
         let reason = if matches!(
             termination,
             Termination::LaunchFailed { .. } | Termination::Refused { .. }
         ) {
             StatusReason::ReasonTaskKilledDuringLaunch
+        } else if kill.health_check.is_some() {
+            StatusReason::ReasonTaskHealthCheckStatusUpdated
         } else {
             StatusReason::ReasonNone
         };
@@ -200,7 +213,29 @@ mod tests {
     fn kill(secs: f64) -> KillRecord {
         KillRecord {
             grace_seconds: secs,
+            health_check: None,
         }
+    }
+
+    #[test]
+    fn a_kill_a_health_check_asked_for_says_so() {
+        let k = KillRecord {
+            grace_seconds: 3.0,
+            health_check: Some(
+                "its health check (TCP 127.0.0.1:31000) failed 3 times in a row".into(),
+            ),
+        };
+        let o = outcome(&Termination::Signaled { signal: 15 }, Some(&k));
+        assert_eq!(o.state, TaskState::TaskKilled);
+        assert_eq!(o.reason, StatusReason::ReasonTaskHealthCheckStatusUpdated);
+        assert!(
+            o.message.starts_with(
+                "Task killed because its health check (TCP 127.0.0.1:31000) failed 3 times in a row: \
+                 it ended with signal SIGTERM"
+            ),
+            "{}",
+            o.message
+        );
     }
 
     #[test]

@@ -12,13 +12,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agora_proto::v1::TaskInfo;
+use agora_proto::v1::{CommandInfo, TaskInfo};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    ContainerId, Containerizer, KnownContainer, LaunchRequest, Launched, Recovered, Termination,
-    Usage,
+    CheckExit, ContainerId, Containerizer, KnownContainer, LaunchRequest, Launched, Recovered,
+    Termination, Usage,
 };
 use crate::error::AgentError;
 
@@ -143,6 +143,16 @@ impl Containerizer for ComposingContainerizer {
     async fn usage(&self, id: &ContainerId) -> Result<Usage, AgentError> {
         let member = self.owner(id)?.clone();
         member.usage(id).await
+    }
+
+    async fn run_check(
+        &self,
+        id: &ContainerId,
+        command: &CommandInfo,
+        timeout: Duration,
+    ) -> Result<CheckExit, AgentError> {
+        let member = self.owner(id)?.clone();
+        member.run_check(id, command, timeout).await
     }
 
     async fn containers(&self) -> Vec<ContainerId> {

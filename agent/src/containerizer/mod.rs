@@ -128,6 +128,28 @@ pub struct KnownContainer {
     pub checkpoint: Option<serde_json::Value>,
 }
 
+/// How a health-check command run beside (or inside) a task's container
+/// ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckExit {
+    /// It exited with this code; `output` is the end of what it wrote.
+    Exited { code: i32, output: String },
+    /// A signal ended it.
+    Signaled { signal: i32, output: String },
+    /// It did not end within its timeout (and was killed where that is
+    /// possible).
+    TimedOut,
+}
+
+/// How much of a check command's output is kept (its last bytes).
+pub const CHECK_OUTPUT_KEPT: usize = 1024;
+
+/// The end of `bytes` (at most [`CHECK_OUTPUT_KEPT`]), as trimmed text.
+pub fn output_tail(bytes: &[u8]) -> String {
+    let start = bytes.len().saturating_sub(CHECK_OUTPUT_KEPT);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+}
+
 /// Resource usage of a running container (best effort).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
@@ -175,6 +197,22 @@ pub trait Containerizer: Send + Sync + 'static {
 
     /// Current resource usage.
     async fn usage(&self, id: &ContainerId) -> Result<Usage, AgentError>;
+
+    /// Runs a health-check command beside the container's task (a process
+    /// task: in its sandbox, with its environment) or inside it (a Docker
+    /// task), and waits for it at most `timeout`.
+    async fn run_check(
+        &self,
+        id: &ContainerId,
+        command: &CommandInfo,
+        timeout: Duration,
+    ) -> Result<CheckExit, AgentError> {
+        let _ = (command, timeout);
+        Err(AgentError::Check(format!(
+            "the `{}` containerizer cannot run check commands (container {id})",
+            self.name()
+        )))
+    }
 
     /// The containers this containerizer currently watches.
     async fn containers(&self) -> Vec<ContainerId>;
@@ -248,7 +286,7 @@ pub fn task_environment(
 }
 
 /// Sets `k` in `env`, in place when it is already there.
-fn set_var(env: &mut Vec<(String, String)>, k: &str, v: String) {
+pub(crate) fn set_var(env: &mut Vec<(String, String)>, k: &str, v: String) {
     if let Some(slot) = env.iter_mut().find(|(key, _)| key == k) {
         slot.1 = v;
     } else {

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agora_proto::v1::{TaskInfo, container_info};
+use agora_proto::v1::{CommandInfo, TaskInfo, container_info};
 use async_trait::async_trait;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{
-    ContainerId, Containerizer, KnownContainer, LaunchRequest, Launched, Recovered, Termination,
-    Usage, command_argv, task_environment,
+    CHECK_OUTPUT_KEPT, CheckExit, ContainerId, Containerizer, KnownContainer, LaunchRequest,
+    Launched, Recovered, Termination, Usage, command_argv, output_tail, set_var, task_environment,
 };
 use crate::checkpoint::{list_dir, remove_dir_all_if_exists, write_atomic};
 use crate::error::AgentError;
@@ -214,6 +214,23 @@ fn launched(record: Option<SupervisorRecord>) -> Launched {
             .map(|r| serde_json::to_value(r).unwrap_or_default())
             .unwrap_or_default(),
     }
+}
+
+/// Reads a stream to its end, keeping its last [`CHECK_OUTPUT_KEPT`] bytes.
+async fn read_tail(mut r: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * CHECK_OUTPUT_KEPT {
+            kept.drain(..kept.len() - CHECK_OUTPUT_KEPT);
+        }
+    }
+    kept
 }
 
 /// Whether any process is in process group `pgid` (signal 0 checks).
@@ -442,6 +459,83 @@ impl Containerizer for ProcessContainerizer {
                 rss_bytes: s.rss_pages * 4096,
             })
             .unwrap_or_default())
+    }
+
+    /// Runs the command in the task's sandbox with the task's environment
+    /// (read back from its `spec.json`, so recovered tasks work too) plus
+    /// the command's own variables, in a process group of its own that is
+    /// killed when the command ends or times out.
+    async fn run_check(
+        &self,
+        id: &ContainerId,
+        command: &CommandInfo,
+        timeout: Duration,
+    ) -> Result<CheckExit, AgentError> {
+        let (run_dir, _) = self.lookup(id)?;
+        let spec_path = run_dir.join(SPEC_FILE);
+        let spec: SupervisorSpec = tokio::fs::read(&spec_path)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                AgentError::Check(format!(
+                    "cannot read the task's launch spec {}: {e}",
+                    spec_path.display()
+                ))
+            })?;
+        let (program, argv) = command_argv(command).map_err(AgentError::Check)?;
+        let mut env = spec.env;
+        for v in command.environment.iter().flat_map(|e| &e.variables) {
+            set_var(&mut env, &v.name, v.value.clone());
+        }
+        let mut cmd = tokio::process::Command::new(&program);
+        if let Some((argv0, rest)) = argv.split_first() {
+            cmd.arg0(argv0).args(rest);
+        }
+        cmd.env_clear()
+            .envs(env)
+            .current_dir(&spec.cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| AgentError::Check(format!("cannot start `{program}`: {e}")))?;
+        let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+        let out = child.stdout.take().map(|o| tokio::spawn(read_tail(o)));
+        let err = child.stderr.take().map(|e| tokio::spawn(read_tail(e)));
+        let waited = tokio::time::timeout(timeout, child.wait()).await;
+        // Whatever the command left running goes with it.
+        if let Some(pgid) = pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        let status = match waited {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => {
+                return Err(AgentError::Check(format!(
+                    "cannot wait for `{program}`: {e}"
+                )));
+            }
+            Err(_) => {
+                let _ = child.wait().await;
+                return Ok(CheckExit::TimedOut);
+            }
+        };
+        let mut output = Vec::new();
+        for reader in [out, err].into_iter().flatten() {
+            if let Ok(Ok(bytes)) = tokio::time::timeout(Duration::from_millis(200), reader).await {
+                output.extend_from_slice(&bytes);
+            }
+        }
+        let output = output_tail(&output);
+        use std::os::unix::process::ExitStatusExt;
+        Ok(match (status.code(), status.signal()) {
+            (Some(code), _) => CheckExit::Exited { code, output },
+            (None, Some(signal)) => CheckExit::Signaled { signal, output },
+            (None, None) => CheckExit::Exited { code: -1, output },
+        })
     }
 
     async fn containers(&self) -> Vec<ContainerId> {

@@ -8,3 +8,4 @@ mod t40_status_updates;
 mod t50_recovery;
 mod t60_http;
 mod t70_sigkill;
+mod t80_health;

@@ -102,3 +102,65 @@ async fn an_agent_killed_with_sigkill_keeps_its_tasks_and_reports_their_real_end
     })
     .await;
 }
+
+#[tokio::test]
+async fn health_checks_resume_after_the_agent_is_killed_and_restarted() {
+    use crate::t80_health::{free_port, health_updates, http_check, wait_health, web_task};
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = spawn_agent(&master, dir.path());
+    master.wait_registration(1).await;
+    // A grace period far longer than the test may take: after the restart,
+    // a failure counts only if the agent remembers that the check passed.
+    let mut task = web_task("web", free_port(), 0.0);
+    task.health_checks = vec![http_check("/health", 2, true, 600.0)];
+    master.launch(&framework("f1"), vec![task]);
+    wait_health(&master, "web", true).await;
+    let (sandbox, run_dir) = container_dirs(dir.path(), "web");
+    let pid = task_pid(&run_dir);
+
+    first.start_kill().unwrap(); // SIGKILL
+    first.wait().await.unwrap();
+    let _second = spawn_agent(&master, dir.path());
+    let reg = master.wait_registration(2).await;
+    let reported = &reg.tasks[0];
+    assert_eq!(
+        reported.status.as_ref().and_then(|s| s.healthy),
+        Some(true),
+        "the agent reregisters with the task's health"
+    );
+
+    std::fs::write(sandbox.join("stop"), b"").unwrap();
+    let unhealthy = wait_health(&master, "web", false).await;
+    let killed = master.wait_update("web", TaskState::TaskKilled).await;
+    assert!(
+        killed.message.contains("failed 2 times in a row"),
+        "{}",
+        killed.message
+    );
+    // Both came from the restarted agent, whose checks resumed.
+    let session_of = |uuid: &[u8]| {
+        master.seen().iter().find_map(|s| match s {
+            Seen::Updates { session, statuses } if statuses.iter().any(|x| x.uuid == uuid) => {
+                Some(*session)
+            }
+            _ => None,
+        })
+    };
+    assert_eq!(session_of(&unhealthy.uuid), Some(2));
+    assert_eq!(session_of(&killed.uuid), Some(2));
+    let changes: Vec<Option<bool>> = health_updates(&master, "web")
+        .iter()
+        .filter(|s| s.state() == TaskState::TaskRunning)
+        .map(|s| s.healthy)
+        .collect();
+    assert_eq!(
+        changes,
+        [Some(true), Some(false)],
+        "healthy is not reported twice"
+    );
+    eventually("the task to be gone", async || {
+        (!process_alive(pid)).then_some(())
+    })
+    .await;
+}

@@ -31,10 +31,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
-use agora_proto::v1::TaskInfo;
+use agora_proto::v1::{CommandInfo, TaskInfo};
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerState, ContainerStateStatusEnum};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, KillContainerOptions,
@@ -47,8 +48,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use super::{
-    ContainerId, Containerizer, KnownContainer, LaunchRequest, Launched, Recovered, Termination,
-    Usage,
+    CheckExit, ContainerId, Containerizer, KnownContainer, LaunchRequest, Launched, Recovered,
+    Termination, Usage, output_tail,
 };
 use crate::checkpoint::remove_dir_all_if_exists;
 use crate::error::AgentError;
@@ -546,6 +547,38 @@ fn is_conflict(e: &DockerError) -> bool {
     )
 }
 
+/// Kills the process of an exec that ran too long. The Engine API cannot
+/// stop an exec, so its process is signalled by its pid, but only when that
+/// pid is, as seen from here, a process of the exec's container (its cgroup
+/// names the container): an agent in another pid namespace than the daemon
+/// leaves it alone.
+async fn kill_exec(docker: &Docker, exec_id: &str) {
+    let Ok(inspect) = docker.inspect_exec(exec_id).await else {
+        return;
+    };
+    let (Some(true), Some(pid), Some(container)) =
+        (inspect.running, inspect.pid, inspect.container_id)
+    else {
+        return;
+    };
+    let Ok(pid) = i32::try_from(pid) else {
+        return;
+    };
+    let ours = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .is_ok_and(|cgroup| !container.is_empty() && cgroup.contains(&container));
+    if ours && pid > 1 {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    } else {
+        debug!(
+            exec_id,
+            pid, "a timed-out check command runs on in its container"
+        );
+    }
+}
+
 /// Sends `signal`; a container that is not running (409) or gone (404) is
 /// fine.
 async fn signal(docker: &Docker, name: &str, signal: &str) -> Result<(), AgentError> {
@@ -685,6 +718,75 @@ impl Containerizer for DockerContainerizer {
                 .map_or(0.0, |ns| ns as f64 / 1e9),
             rss_bytes: s.memory_stats.and_then(|m| m.usage).unwrap_or(0),
         })
+    }
+
+    /// `docker exec` of the command in the task's container (the
+    /// container's environment, plus the command's own variables).
+    async fn run_check(
+        &self,
+        id: &ContainerId,
+        command: &CommandInfo,
+        timeout: Duration,
+    ) -> Result<CheckExit, AgentError> {
+        let name = self.lookup(id)?.name;
+        let (program, argv) = super::command_argv(command).map_err(AgentError::Check)?;
+        // `docker exec` cannot set argv[0] apart from the program.
+        let mut cmd = vec![program];
+        cmd.extend(argv.into_iter().skip(1));
+        let env: Vec<String> = command
+            .environment
+            .iter()
+            .flat_map(|e| &e.variables)
+            .map(|v| format!("{}={}", v.name, v.value))
+            .collect();
+        let docker = &self.inner.docker;
+        let exec = docker
+            .create_exec(
+                &name,
+                CreateExecOptions {
+                    cmd: Some(cmd),
+                    env: Some(env),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| {
+                AgentError::Check(format!("docker exec in {name}: {}", daemon_message(&e)))
+            })?;
+        let run = async {
+            let mut output = Vec::new();
+            if let StartExecResults::Attached {
+                output: mut out, ..
+            } = docker
+                .start_exec(&exec.id, None::<StartExecOptions>)
+                .await?
+            {
+                while let Some(item) = out.next().await {
+                    output.extend_from_slice(&item?.into_bytes());
+                    if output.len() > 2 * super::CHECK_OUTPUT_KEPT {
+                        output.drain(..output.len() - super::CHECK_OUTPUT_KEPT);
+                    }
+                }
+            }
+            let inspect = docker.inspect_exec(&exec.id).await?;
+            Ok::<_, DockerError>((inspect.exit_code, output))
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok((code, output))) => Ok(CheckExit::Exited {
+                code: code.and_then(|c| i32::try_from(c).ok()).unwrap_or(-1),
+                output: output_tail(&output),
+            }),
+            Ok(Err(e)) => Err(AgentError::Check(format!(
+                "docker exec in {name}: {}",
+                daemon_message(&e)
+            ))),
+            Err(_) => {
+                kill_exec(docker, &exec.id).await;
+                Ok(CheckExit::TimedOut)
+            }
+        }
     }
 
     async fn containers(&self) -> Vec<ContainerId> {
