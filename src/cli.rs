@@ -36,6 +36,11 @@ pub enum Command {
     Frameworks(ListArgs),
     /// List tasks.
     Tasks(TasksArgs),
+    /// Run the batch framework (one-off and cron jobs, REST API in Metronome's shape).
+    Batch(BatchArgs),
+    /// Manage batch jobs: list, show, create, update, run, runs, logs, stop, delete.
+    #[command(subcommand)]
+    Jobs(crate::jobs::JobsCommand),
     /// Measure: allocation cycles, launch throughput, Docker launches, failover.
     #[command(subcommand)]
     Bench(agora_bench::BenchCommand),
@@ -157,6 +162,9 @@ pub struct DevArgs {
     /// The agent's HTTP address.
     #[arg(long, env = "AGORA_AGENT_LISTEN", default_value = "127.0.0.1:5051")]
     pub agent_listen: SocketAddr,
+    /// The batch framework's REST API.
+    #[arg(long, env = "AGORA_BATCH_LISTEN", default_value = "127.0.0.1:9000")]
+    pub batch_listen: SocketAddr,
     /// Resources the agent offers (default: detected from this host).
     #[arg(long, env = "AGORA_RESOURCES")]
     pub resources: Option<String>,
@@ -208,6 +216,40 @@ pub struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long, env = "AGORA_JSON")]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// The master: host:port, or zk://host:port,.../path to follow the
+    /// leading master through ZooKeeper.
+    #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
+    pub master: String,
+    /// Address of the REST API (port 0: any free port).
+    #[arg(long, env = "AGORA_LISTEN", default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+    /// Run as one of several instances electing a leader through ZooKeeper,
+    /// e.g. `zk://h1:2181,h2:2181/agora-batch`; jobs and runs then live in
+    /// ZooKeeper (`<path>-registry`).
+    #[arg(long, env = "AGORA_ZK")]
+    pub zk: Option<String>,
+    /// ZooKeeper session timeout: a dead leader is replaced after about this long.
+    #[arg(long, env = "AGORA_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub zk_session_timeout: Duration,
+    /// Without --zk: where the store (a redb file) is kept.
+    #[arg(long, env = "AGORA_DATA_DIR", default_value = "/var/lib/agora/batch")]
+    pub data_dir: PathBuf,
+    /// The role whose resources runs use.
+    #[arg(long, env = "AGORA_ROLE", default_value = "*")]
+    pub role: String,
+    /// Ended runs kept per job (the newest).
+    #[arg(long, env = "AGORA_HISTORY_COUNT", default_value_t = 10)]
+    pub history_count: usize,
+    /// Ended runs older than this are removed.
+    #[arg(long, env = "AGORA_HISTORY_AGE", default_value = "168h", value_parser = parse_duration)]
+    pub history_age: Duration,
+    /// How long the master keeps the framework's tasks while no instance is connected.
+    #[arg(long, env = "AGORA_FAILOVER_TIMEOUT", default_value = "168h", value_parser = parse_duration)]
+    pub failover_timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! before any port is bound.
 
 mod cli;
+mod jobs;
 mod tables;
 
 use std::io::IsTerminal;
@@ -13,7 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cli::{AgentArgs, Cli, Command, DevArgs, DockerArgs, ExecuteArgs, MasterArgs};
+use cli::{AgentArgs, BatchArgs, Cli, Command, DevArgs, DockerArgs, ExecuteArgs, MasterArgs};
 
 /// mimalloc: the master allocates and frees many small objects per offer,
 /// launch and status update; glibc's malloc takes several times longer and
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
     // own output stays readable.
     let server = matches!(
         cli.command,
-        Command::Master(_) | Command::Agent(_) | Command::Dev(_)
+        Command::Master(_) | Command::Agent(_) | Command::Dev(_) | Command::Batch(_)
     );
     init_logging(if server { "info" } else { "warn" });
     let runtime = match tokio::runtime::Runtime::new() {
@@ -165,6 +166,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", tables::tasks(&tasks));
             }
         }
+        Command::Batch(args) => {
+            let config = batch_config(&args)?;
+            let shutdown = shutdown_on_signals();
+            agora_batch::run(config, shutdown).await?;
+        }
+        Command::Jobs(cmd) => return jobs::run(cmd).await,
         Command::Bench(bench) => agora_bench::run(bench).await?,
         Command::TaskSupervisor { .. } => unreachable!("handled before the runtime starts"),
     }
@@ -210,6 +217,40 @@ fn master_config(args: &MasterArgs) -> anyhow::Result<agora_master::MasterConfig
     config.core.allocation_interval = args.allocation_interval;
     config.core.offer_timeout = args.offer_timeout;
     config.validate().map_err(usage)?;
+    Ok(config)
+}
+
+fn batch_config(args: &BatchArgs) -> anyhow::Result<agora_batch::BatchConfig> {
+    if agora_coord::ZkUrl::is_zk(&args.master) {
+        agora_coord::ZkUrl::parse(&args.master).map_err(|e| usage(format!("--master: {e}")))?;
+    }
+    let mut config = agora_batch::BatchConfig::new(&args.master, args.listen);
+    match &args.zk {
+        Some(url) => {
+            let url = agora_coord::ZkUrl::parse(url).map_err(|e| usage(format!("--zk: {e}")))?;
+            config.store = agora_framework_kit::store::StoreBackend::Zk {
+                url: url.clone(),
+                session_timeout: args.zk_session_timeout,
+            };
+            config.election = agora_framework_kit::election::Election::Zk {
+                url,
+                session_timeout: args.zk_session_timeout,
+            };
+        }
+        None => {
+            config.store =
+                agora_framework_kit::store::StoreBackend::File(args.data_dir.join("store.redb"));
+        }
+    }
+    config.core.role = args.role.clone();
+    config.core.history_count = args.history_count;
+    config.core.history_age = args.history_age;
+    config.failover_timeout = args.failover_timeout;
+    config.validate().map_err(usage)?;
+    if args.zk.is_none() {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("cannot create --data-dir {}", args.data_dir.display()))?;
+    }
     Ok(config)
 }
 
@@ -278,6 +319,13 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     agent.attributes = parse_attributes(&args.attributes)?;
     apply_docker_args(&mut agent, &args.docker)?;
     agent.validate().map_err(usage)?;
+    let mut batch = agora_batch::BatchConfig::new(stand_in.to_string(), args.batch_listen);
+    batch.store = agora_framework_kit::store::StoreBackend::File(
+        args.data_dir.join("batch").join("store.redb"),
+    );
+    batch.validate().map_err(usage)?;
+    std::fs::create_dir_all(args.data_dir.join("batch"))
+        .with_context(|| format!("cannot create {}", args.data_dir.join("batch").display()))?;
 
     let shutdown = shutdown_on_signals();
     let master = agora_master::start(master, shutdown.clone())
@@ -288,12 +336,21 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let agent = agora_agent::start(agent, shutdown.clone())
         .await
         .context("starting the agent")?;
+    batch.master = addr.to_string();
+    let batch = agora_batch::start(batch, shutdown.clone())
+        .await
+        .context("starting the batch framework")?;
     println!(
         "Agora dev cluster is up (data in {}).",
         args.data_dir.display()
     );
     println!("  master (gRPC + HTTP): http://{addr}   state: http://{addr}/state");
     println!("  agent:                http://{}", agent.http_addr());
+    println!(
+        "  batch (jobs):         {}   API: {}/v1/jobs",
+        batch.url(),
+        batch.url()
+    );
     match agent.docker_host() {
         Some(docker) => println!(
             "  containerizers:       {} (Docker at {docker})",
@@ -307,10 +364,12 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("Try:");
     println!("  agora execute --master {addr} --name hello --command 'echo hello from agora'");
     println!("  agora tasks --master {addr} --all");
+    println!("  agora jobs --batch {} list", batch.url());
     println!(
         "Press Ctrl-C to stop (running tasks keep running and are recovered on the next start)."
     );
     let agent_result = agent.wait().await;
+    batch.wait().await;
     master.wait().await;
     agent_result.context("the agent")?;
     Ok(())

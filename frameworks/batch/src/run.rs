@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 /// A run's status (Metronome's, plus MISSED and SKIPPED for scheduled
 /// times that never got a task).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RunStatus {
     /// Created; waiting for an offer (or a retry's backoff).
@@ -83,7 +83,7 @@ impl fmt::Display for RunStatus {
 }
 
 /// What made a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Trigger {
     /// `POST /v1/jobs/{id}/runs`.
@@ -95,7 +95,7 @@ pub enum Trigger {
 }
 
 /// One attempt: one task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     /// The task id, `<job>_<run>.<attempt>`.
@@ -119,7 +119,7 @@ pub struct Attempt {
 }
 
 /// A run, as stored and as answered by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
     pub id: String,

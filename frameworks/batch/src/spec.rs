@@ -23,7 +23,7 @@ pub const MIN_CPUS: f64 = 0.01;
 pub const MIN_MEM: f64 = 32.0;
 
 /// A job: what to run, and (optionally) when.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobSpec {
     /// Dot-separated names of lowercase letters, digits and dashes.
@@ -44,14 +44,14 @@ pub struct JobSpec {
 }
 
 /// One job this job runs after.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dependency {
     pub id: String,
 }
 
 /// How each run of a job is run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunSpec {
     /// A shell command (`/bin/sh -c`).
@@ -105,7 +105,7 @@ fn default_max_launch_delay() -> u64 {
     DEFAULT_MAX_LAUNCH_DELAY
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DockerSpec {
     pub image: String,
@@ -117,14 +117,14 @@ pub struct DockerSpec {
     pub parameters: Vec<DockerParameter>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DockerParameter {
     pub key: String,
     pub value: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VolumeSpec {
     pub container_path: String,
@@ -134,14 +134,14 @@ pub struct VolumeSpec {
     pub mode: VolumeMode,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum VolumeMode {
     #[default]
     RW,
     RO,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Placement {
     #[serde(default)]
@@ -150,7 +150,7 @@ pub struct Placement {
 
 /// Metronome's placement constraint: `attribute` is `hostname` or an agent
 /// attribute's name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConstraintSpec {
     pub attribute: String,
@@ -160,7 +160,7 @@ pub struct ConstraintSpec {
 }
 
 /// Metronome's operators; `EQ` is `IS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ConstraintOperator {
     IS,
     EQ,
@@ -168,7 +168,7 @@ pub enum ConstraintOperator {
     UNLIKE,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Restart {
     #[serde(default)]
@@ -179,7 +179,7 @@ pub struct Restart {
     pub active_deadline_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RestartPolicy {
     #[default]
@@ -188,7 +188,7 @@ pub enum RestartPolicy {
 }
 
 /// When a job runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScheduleSpec {
     pub id: String,
@@ -220,7 +220,7 @@ fn default_enabled() -> bool {
 
 /// What a schedule does when a run of the job is still active at a new
 /// scheduled time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConcurrencyPolicy {
     /// Start the new run beside it.
@@ -233,7 +233,7 @@ pub enum ConcurrencyPolicy {
 }
 
 /// One problem with a request, at a JSON path (`/run/mem`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub path: String,
     pub errors: Vec<String>,
@@ -394,27 +394,15 @@ impl RunSpec {
             }
         }
         for (i, c) in self.placement.constraints.iter().enumerate() {
-            let path = format!("/run/placement/constraints/{i}");
             if c.attribute.trim().is_empty() {
-                p.add(format!("{path}/attribute"), "must not be empty");
+                p.add(
+                    format!("/run/placement/constraints/{i}/attribute"),
+                    "must not be empty",
+                );
             }
-            match &c.value {
-                None => p.add(
-                    format!("{path}/value"),
-                    format!("operator {:?} needs a value", c.operator),
-                ),
-                Some(v)
-                    if matches!(
-                        c.operator,
-                        ConstraintOperator::LIKE | ConstraintOperator::UNLIKE
-                    ) =>
-                {
-                    if let Err(e) = regex_lite_check(v) {
-                        p.add(format!("{path}/value"), e);
-                    }
-                }
-                Some(_) => {}
-            }
+        }
+        if let Err((i, e)) = crate::launch::constraints(self) {
+            p.add(format!("/run/placement/constraints/{i}"), e);
         }
         if let Some(d) = self.restart.active_deadline_seconds
             && d == 0
@@ -449,39 +437,6 @@ impl RunSpec {
                 );
             }
         }
-    }
-}
-
-/// A LIKE/UNLIKE value is a full-match regular expression; the constraint
-/// matcher compiles it. Only an obviously broken one (unbalanced brackets)
-/// is refused here, so the message points at the field.
-fn regex_lite_check(value: &str) -> Result<(), String> {
-    let mut depth: i32 = 0;
-    let mut class = false;
-    let mut escaped = false;
-    for c in value.chars() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '[' if !class => class = true,
-            ']' if class => class = false,
-            '(' if !class => depth += 1,
-            ')' if !class => {
-                depth -= 1;
-                if depth < 0 {
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    if depth != 0 || class || escaped {
-        Err(format!("`{value}` is not a valid regular expression"))
-    } else {
-        Ok(())
     }
 }
 
@@ -593,7 +548,7 @@ mod tests {
                 "/run/mem",
                 "/run/disk",
                 "/run/maxLaunchDelay",
-                "/run/placement/constraints/0/value",
+                "/run/placement/constraints/0",
                 "/run/restart/activeDeadlineSeconds",
                 "/run/artifacts",
                 "/schedules/0/id",
@@ -660,14 +615,5 @@ mod tests {
             )
             .is_err()
         );
-    }
-
-    #[test]
-    fn like_values_must_be_balanced() {
-        regex_lite_check("rack-[0-9]+").unwrap();
-        regex_lite_check("(a|b)\\)").unwrap();
-        for bad in ["rack-[0-9", "(a", "a)", "a\\"] {
-            assert!(regex_lite_check(bad).is_err(), "{bad}");
-        }
     }
 }
