@@ -3,6 +3,7 @@
 //! and waiting on conditions with deadlines (never fixed sleeps).
 #![allow(dead_code)]
 
+pub mod batch;
 pub mod docker;
 pub mod kit;
 pub mod zk;

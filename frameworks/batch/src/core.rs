@@ -907,6 +907,7 @@ impl Core {
                 tasks.push(launch::task_info(
                     &j.record.spec,
                     run_id,
+                    r.scheduled_at,
                     &task_id,
                     &p.agent_id,
                     p.resources,

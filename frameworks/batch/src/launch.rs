@@ -57,21 +57,36 @@ pub fn request(
 pub fn task_info(
     job: &JobSpec,
     run_id: &str,
+    scheduled_at: jiff::Timestamp,
     task_id: &str,
     agent_id: &str,
     resources: Vec<v1::Resource>,
 ) -> v1::TaskInfo {
     let spec = &job.run;
-    let environment = v1::Environment {
-        variables: spec
-            .env
-            .iter()
-            .map(|(name, value)| v1::environment::Variable {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect(),
-    };
+    let mut variables: Vec<v1::environment::Variable> = spec
+        .env
+        .iter()
+        .map(|(name, value)| v1::environment::Variable {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect();
+    // Who the task is, for scripts that record or name their output.
+    let attempt = crate::run::parse_task_id(task_id).map_or(0, |(_, _, a)| a);
+    for (name, value) in [
+        ("AGORA_JOB_ID", job.id.clone()),
+        ("AGORA_RUN_ID", run_id.to_string()),
+        ("AGORA_RUN_SCHEDULED_AT", scheduled_at.to_string()),
+        ("AGORA_RUN_ATTEMPT", attempt.to_string()),
+    ] {
+        if !spec.env.contains_key(name) {
+            variables.push(v1::environment::Variable {
+                name: name.into(),
+                value,
+            });
+        }
+    }
+    let environment = v1::Environment { variables };
     let command = match (&spec.cmd, &spec.args) {
         (Some(cmd), _) => v1::CommandInfo {
             shell: Some(true),
@@ -183,11 +198,27 @@ mod tests {
             resources(&j.run),
             Resources::parse("cpus:0.5;mem:64").unwrap()
         );
-        let t = task_info(&j, "r1", "a_r1.1", "ag", vec![]);
+        let t = task_info(
+            &j,
+            "r1",
+            jiff::Timestamp::UNIX_EPOCH,
+            "a_r1.1",
+            "ag",
+            vec![],
+        );
         let c = t.command.unwrap();
         assert_eq!(c.shell, Some(true));
         assert_eq!(c.value, "echo $X");
-        assert_eq!(c.environment.unwrap().variables[0].name, "X");
+        let vars = c.environment.unwrap().variables;
+        assert_eq!(vars[0].name, "X");
+        assert!(
+            vars.iter()
+                .any(|v| v.name == "AGORA_RUN_ID" && v.value == "r1")
+        );
+        assert!(
+            vars.iter()
+                .any(|v| v.name == "AGORA_RUN_ATTEMPT" && v.value == "1")
+        );
         assert!(t.container.is_none());
         assert!(
             t.labels
@@ -199,13 +230,15 @@ mod tests {
     #[test]
     fn args_with_and_without_an_image() {
         let j = job(r#"{"id": "a", "run": {"args": ["/bin/echo", "hi"]}}"#);
-        let c = task_info(&j, "r", "t", "ag", vec![]).command.unwrap();
+        let c = task_info(&j, "r", jiff::Timestamp::UNIX_EPOCH, "t", "ag", vec![])
+            .command
+            .unwrap();
         assert_eq!((c.shell, c.value.as_str()), (Some(false), "/bin/echo"));
         assert_eq!(c.arguments, ["/bin/echo", "hi"]);
         let j = job(
             r#"{"id": "a", "run": {"args": ["--x"], "docker": {"image": "busybox"}, "taskKillGracePeriodSeconds": 2}}"#,
         );
-        let t = task_info(&j, "r", "t", "ag", vec![]);
+        let t = task_info(&j, "r", jiff::Timestamp::UNIX_EPOCH, "t", "ag", vec![]);
         let c = t.command.unwrap();
         assert_eq!((c.shell, c.value.as_str()), (Some(false), ""));
         assert_eq!(c.arguments, ["--x"]);

@@ -52,9 +52,8 @@ impl Metrics {
             "Runs that ended, by status",
             runs_ended_total.clone(),
         );
-        let lateness = Histogram::new(
-            [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
-        );
+        let lateness =
+            Histogram::new([0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]);
         registry.register(
             "start_lateness_seconds",
             "Seconds from a run's scheduled time to its first launch",

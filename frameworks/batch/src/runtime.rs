@@ -76,7 +76,9 @@ impl BatchConfig {
         if !(self.core.backoff_factor.is_finite() && self.core.backoff_factor >= 1.0) {
             return Err("the backoff factor must be a number >= 1".into());
         }
-        self.scheduler_config(self.listen)
+        // Port 0 (any free port) is known once bound; check with a stand-in.
+        let stand_in = SocketAddr::new(self.listen.ip(), self.listen.port().max(1));
+        self.scheduler_config(stand_in)
             .validate()
             .map_err(|e| e.to_string())
     }
