@@ -48,6 +48,32 @@ impl Batch {
         b
     }
 
+    /// The API of a batch framework running elsewhere (an `agora batch`
+    /// process).
+    pub fn at(url: &str) -> Batch {
+        Batch {
+            url: url.to_string(),
+            shutdown: CancellationToken::new(),
+            running: None,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Whether this instance leads (None: it does not answer).
+    pub async fn leading(&self) -> Option<bool> {
+        let r = self
+            .http
+            .get(format!("{}/v1/leader", self.url))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        v["leading"].as_bool()
+    }
+
     /// Stops it and waits until it has.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();

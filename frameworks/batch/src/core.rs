@@ -384,9 +384,16 @@ impl Core {
     pub fn on_subscribed(&mut self, now: Now) -> Effects {
         self.subscribed = true;
         self.tracker.on_subscribed(now.mono);
-        self.suppressed = false;
+        // The master may still hold the framework suppressed by an earlier
+        // instance or session: say what is wanted, either way.
         let mut fx = Effects::default();
-        self.want_offers(now, &mut fx);
+        if self.launchable(now).is_empty() {
+            self.suppressed = true;
+            fx.suppress = true;
+        } else {
+            self.suppressed = false;
+            fx.revive = true;
+        }
         fx
     }
 

@@ -621,3 +621,20 @@ fn a_stopped_run_kills_its_task_and_ends_failed() {
     });
     assert_eq!(again.unwrap_err().status, 409);
 }
+
+#[test]
+fn a_new_subscription_says_whether_offers_are_wanted() {
+    let mut h = H::new();
+    // Nothing waits: suppressed at once (the master may remember an
+    // earlier instance's state either way).
+    assert!(h.core.on_subscribed(h.now).suppress);
+    h.create(r#"{"id": "a", "run": {"cmd": "x"}}"#);
+    h.cmd(Command::StartRun {
+        job: "a".into(),
+        suffix: "aaaaa".into(),
+    })
+    .1
+    .unwrap();
+    let fx = h.core.on_subscribed(h.now);
+    assert!(fx.revive && !fx.suppress);
+}
