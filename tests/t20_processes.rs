@@ -283,6 +283,8 @@ async fn dev_runs_a_whole_cluster_in_one_process() {
             &listen,
             "--agent-listen",
             &agent_listen,
+            "--batch-listen",
+            "127.0.0.1:0",
             "--resources",
             "cpus:2;mem:512",
         ],
@@ -327,11 +329,23 @@ async fn dev_takes_any_free_ports_and_says_which() {
             "127.0.0.1:0",
             "--agent-listen",
             "127.0.0.1:0",
+            "--batch-listen",
+            "127.0.0.1:0",
             "--resources",
             "cpus:1;mem:256",
         ],
         &[],
     );
+    // "  batch (jobs):         http://127.0.0.1:PORT   API: ..."
+    let line = dev.wait_line("batch (jobs):").await;
+    let batch = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in: {line}"))
+        .to_string();
+    assert!(!batch.ends_with(":0"), "the bound port, not 0: {line}");
+    let jobs = common::get_json(&format!("{batch}/v1/jobs")).await;
+    assert_eq!(jobs, serde_json::json!([]), "batch serves in agora dev");
     // "  agora execute --master 127.0.0.1:PORT --name hello ..."
     let line = dev.wait_line("agora execute --master").await;
     let addr = line

@@ -786,6 +786,8 @@ async fn dev_says_which_containerizers_it_uses() {
             &master,
             "--agent-listen",
             &agent,
+            "--batch-listen",
+            "127.0.0.1:0",
         ];
         if let Some(c) = extra {
             args.extend(["--containerizers", c]);
