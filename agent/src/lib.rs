@@ -145,6 +145,25 @@ pub async fn start(
     config: AgentConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningAgent, AgentError> {
+    start_agent(config, None, shutdown).await
+}
+
+/// Starts an agent that runs its tasks with `containerizer` rather than the
+/// containerizers its configuration names (`agora bench health` simulates
+/// tasks with one).
+pub async fn start_with_containerizer(
+    config: AgentConfig,
+    containerizer: Arc<dyn Containerizer>,
+    shutdown: CancellationToken,
+) -> Result<RunningAgent, AgentError> {
+    start_agent(config, Some(containerizer), shutdown).await
+}
+
+async fn start_agent(
+    config: AgentConfig,
+    containerizer: Option<Arc<dyn Containerizer>>,
+    shutdown: CancellationToken,
+) -> Result<RunningAgent, AgentError> {
     config.validate()?;
     let master_url = config::master_url(&config.master)?;
     let layout = Layout::new(&config.work_dir);
@@ -191,8 +210,13 @@ pub async fn start(
         resources = %settings.resources,
         "starting the agent"
     );
-    let (containerizer, containerizers, docker_host) =
-        containerizers(&config, &layout, shutdown.clone()).await?;
+    let (containerizer, containerizers, docker_host) = match containerizer {
+        Some(c) => {
+            let name = c.name();
+            (c, vec![name], None)
+        }
+        None => containerizers(&config, &layout, shutdown.clone()).await?,
+    };
     let span = tracing::info_span!(
         "agent",
         agent_id = tracing::field::Empty,

@@ -9,6 +9,8 @@
 //!   beside the same number of `docker run -d` on the same daemon.
 //! * [`failover`]: SIGKILL of the leading master (three masters, ZooKeeper):
 //!   time to a new leader, to every agent back, to offers again.
+//! * [`health`]: one agent running an HTTP health check every second for
+//!   each of 1,000 tasks (simulated tasks, real checks over loopback).
 //! * [`launch`]: a real master, simulated agents and a framework launching
 //!   tasks as fast as offers allow.
 //! * [`sim`]: simulated agents over real gRPC sessions, as a library (also
@@ -17,6 +19,7 @@
 pub mod allocator;
 pub mod docker;
 pub mod failover;
+pub mod health;
 pub mod launch;
 mod process;
 pub mod sim;
@@ -75,6 +78,10 @@ pub enum BenchCommand {
     /// 1,000 running tasks; measures the time to a new leader, to every
     /// agent reregistered, and to offers again.
     Failover(failover::FailoverArgs),
+    /// One agent with 1,000 tasks, each with an HTTP health check every
+    /// second against its own endpoint on loopback; measures the agent's CPU
+    /// use and how late the checks start.
+    Health(health::HealthArgs),
 }
 
 /// Runs one benchmark and prints its JSON line.
@@ -91,6 +98,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Agents(args) => sim::run_agents(&args).await?,
         BenchCommand::Docker(args) => report(&docker::run(&args).await?.json()),
         BenchCommand::Failover(args) => report(&failover::run(&args).await?.json()),
+        BenchCommand::Health(args) => report(&health::run(&args).await?.json()),
     }
     Ok(())
 }
