@@ -41,7 +41,7 @@ pub enum Command {
     /// Manage batch jobs: list, show, create, update, run, runs, logs, stop, delete.
     #[command(subcommand)]
     Jobs(crate::jobs::JobsCommand),
-    /// Measure: allocation cycles, launch throughput, Docker launches, failover.
+    /// Measure: allocation cycles, launch throughput, Docker launches, failover, health checks.
     #[command(subcommand)]
     Bench(agora_bench::BenchCommand),
     /// Internal: the supervisor process of one task (started by the agent).
