@@ -87,10 +87,16 @@ pub struct Controller {
     /// Other records changed but not yet stored.
     pending: Changes,
     last_flush: Instant,
+    /// Whether the master was last told to suppress offers. A new
+    /// subscription always says one or the other at once (the master keeps
+    /// an earlier instance's suppression).
     suppressed: bool,
     /// Set once every known task has answered since the last subscription:
     /// until then nothing is launched or killed (stored states may be old).
     reconciled: bool,
+    /// A store write failed: the term ends (its state is reloaded from the
+    /// store by the next one), nothing decided after it is acted on.
+    failed: Option<ServicesError>,
 }
 
 fn now() -> Millis {
@@ -143,15 +149,26 @@ impl Controller {
             last_flush: Instant::now(),
             suppressed: false,
             reconciled: false,
+            failed: None,
         }
     }
 
-    /// Runs until `stop` (leadership lost, shutdown) or the driver stops.
+    /// Ends the term after a failed store write.
+    fn fail(&mut self, e: ServicesError) {
+        tracing::error!("a store write failed: {e}; this term ends and the state is reloaded");
+        if self.failed.is_none() {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Runs until `stop` (leadership lost, shutdown): `Ok`. A failed store
+    /// write or a stopped driver ends it with the error; the caller starts
+    /// the term again from the store.
     pub async fn run(
         mut self,
         scheduler: Scheduler,
         mut sdk: mpsc::UnboundedReceiver<SdkEvent>,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
         stop: CancellationToken,
     ) -> Result<(), ServicesError> {
         let mut tick = tokio::time::interval(self.config.tick);
@@ -166,25 +183,44 @@ impl Controller {
                     None => break,
                 },
                 ev = sdk.recv() => match ev {
-                    Some(SdkEvent::Stopped { reason }) => {
-                        return Err(ServicesError::Config(format!("the scheduler driver stopped: {reason}")));
-                    }
+                    Some(SdkEvent::Stopped { reason }) => return Err(ServicesError::Stopped(reason)),
                     Some(ev) => self.on_sdk_event(&scheduler, ev).await,
-                    None => return Err(ServicesError::Config("the scheduler driver ended".into())),
+                    None => return Err(ServicesError::Stopped("the driver's events ended".into())),
                 },
                 _ = tick.tick() => {}
                 _ = sleep_until(wake) => {}
+            }
+            if let Some(e) = self.failed.take() {
+                return Err(e);
             }
             self.reconcile(&scheduler);
             if self.last_flush.elapsed() >= self.config.flush_interval {
                 self.flush().await;
             }
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
         }
-        self.flush().await;
+        // Leadership lost or shutting down: what was not stored yet is
+        // learnt again by the next leader's reconciliation (a deposed
+        // leader's fenced store refuses it anyway).
+        let mut rest = std::mem::take(&mut self.pending);
+        {
+            let s = self.state.read();
+            for (app, shards) in std::mem::take(&mut self.dirty) {
+                if let Some(a) = s.apps.get(&app) {
+                    rest.put_shards(&app, shards, a.instances.values());
+                }
+            }
+        }
+        if let Err(e) = self.records.commit(rest).await {
+            tracing::debug!("the last changes of the term were not stored ({e}); reconciliation learns them again");
+        }
         Ok(())
     }
 
-    /// Stores the dirty shards and pending records in one batch.
+    /// Stores the dirty shards and pending records in one batch; `false`
+    /// (and the term ends) when the store did not take them.
     async fn flush(&mut self) -> bool {
         self.last_flush = Instant::now();
         let mut changes = std::mem::take(&mut self.pending);
@@ -206,13 +242,13 @@ impl Controller {
         }
         let n = changes.len() as u64;
         match self.records.commit(changes).await {
-            Ok(batches) => {
-                self.metrics.store_batches.inc_by(batches as u64);
+            Ok(()) => {
+                self.metrics.store_batches.inc();
                 self.metrics.store_batch_writes.inc_by(n);
                 true
             }
             Err(e) => {
-                tracing::error!("cannot store instance changes: {e}");
+                self.fail(e);
                 false
             }
         }
@@ -274,10 +310,7 @@ impl Controller {
     async fn deploy(&mut self, changes: Vec<AppChange>, force: bool) -> Result<(String, Millis), Refusal> {
         let prepared = self.state.read().prepare(changes, force, now(), &self.ctx)?;
         let changes = prepared.changes(&self.state.read());
-        self.records
-            .commit(changes)
-            .await
-            .map_err(|e| Refusal::unavailable(format!("the change could not be stored: {e}")))?;
+        self.store_change(changes).await?;
         let now_i = Instant::now();
         for (_, task) in &prepared.kill {
             self.tracker.kill(task, now_i);
@@ -291,6 +324,20 @@ impl Controller {
         Ok((d.id.clone(), d.version))
     }
 
+    /// Stores what an API request changes (with whatever else waits to be
+    /// stored, so that nothing older is overwritten later); a failure
+    /// answers 503 and ends the term.
+    async fn store_change(&mut self, changes: Changes) -> Result<(), Refusal> {
+        self.pending.merge(changes);
+        if self.flush().await {
+            Ok(())
+        } else {
+            Err(Refusal::unavailable(
+                "the change could not be stored; nothing was changed; retry shortly",
+            ))
+        }
+    }
+
     async fn cancel(&mut self, id: String, force: bool) -> Result<Option<(String, Millis)>, Refusal> {
         let d = self
             .state
@@ -302,10 +349,7 @@ impl Controller {
         if force {
             let mut c = Changes::default();
             c.delete(store::deployment_key(&id));
-            self.records
-                .commit(c)
-                .await
-                .map_err(|e| Refusal::unavailable(format!("the change could not be stored: {e}")))?;
+            self.store_change(c).await?;
             self.state.write().deployments.remove(&id);
             self.events.publish(Event::deployment_failed(&d));
             return Ok(None);
@@ -350,10 +394,7 @@ impl Controller {
             prepared.cancelled.push(old.id.clone());
         }
         let changes = prepared.changes(&self.state.read());
-        self.records
-            .commit(changes)
-            .await
-            .map_err(|e| Refusal::unavailable(format!("the change could not be stored: {e}")))?;
+        self.store_change(changes).await?;
         self.state.write().apply(&prepared);
         self.events.publish(Event::deployment_info(&prepared.deployment));
         Ok((prepared.deployment.id.clone(), prepared.deployment.version))
@@ -366,12 +407,18 @@ impl Controller {
                 self.state.write().framework_id = Some(framework_id);
                 self.tracker.on_subscribed(Instant::now());
                 self.reconciled = false;
-                self.suppressed = false;
+                // Nothing launches before every known task answered: no
+                // offers until then. Said at once, whatever an earlier
+                // instance left the master thinking.
+                if let Err(e) = scheduler.suppress(Vec::new()) {
+                    tracing::debug!("cannot suppress offers now: {e}");
+                }
+                self.suppressed = true;
             }
             SdkEvent::Offers(offers) => self.on_offers(scheduler, offers).await,
             SdkEvent::Updates(statuses) => self.on_updates(scheduler, statuses).await,
             SdkEvent::Rescind(_) | SdkEvent::Failure { .. } => {}
-            SdkEvent::Error(e) => tracing::warn!("the master refused a call: {e}"),
+            SdkEvent::Error(e) => tracing::warn!("the master says: {e}"),
             SdkEvent::Disconnected { reason, retry_in } => {
                 tracing::warn!(?retry_in, "disconnected from the master: {reason}");
             }
@@ -406,14 +453,16 @@ impl Controller {
                 inst.started_at = Some(time::from_seconds(status.timestamp));
             }
             inst.unreachable_since = match state {
-                TaskState::TaskUnreachable | TaskState::TaskUnknown => inst.unreachable_since.or(Some(now_ms)),
+                TaskState::TaskUnreachable => inst.unreachable_since.or(Some(now_ms)),
                 _ => None,
             };
             if changed {
                 events.push(Event::status_update(inst, &status.message));
                 events.push(Event::instance_changed(inst));
             }
-            if is_terminal(state) {
+            // The master does not know the task (never launched, or gone
+            // long ago): it is not running anywhere.
+            if is_terminal(state) || state == TaskState::TaskUnknown {
                 let inst = app.instances.remove(&status.task_id).expect("present");
                 self.index.remove(&inst.task_id);
                 self.tracker.forget(&inst.task_id);
@@ -474,10 +523,13 @@ impl Controller {
         // Requests for every instance waiting to launch.
         let mut requests = Vec::new();
         let mut apps: HashMap<String, StoredApp> = HashMap::new();
+        // The earliest end of a launch backoff: offers are refused until then.
+        let mut delayed_until: Option<Millis> = None;
         {
             let s = self.state.read();
             for a in s.apps.values().filter(|a| !a.removed && a.launch.wanted > 0) {
                 if now_ms < a.launch.delay_until {
+                    delayed_until = Some(delayed_until.map_or(a.launch.delay_until, |d: Millis| d.min(a.launch.delay_until)));
                     continue;
                 }
                 let def = &a.current.definition;
@@ -492,7 +544,11 @@ impl Controller {
         }
         if requests.is_empty() {
             self.metrics.offers_declined.inc_by(offer_ids.len() as u64);
-            let _ = scheduler.decline(offer_ids, Some(self.config.refuse_seconds.max(30.0)));
+            let refuse = match delayed_until {
+                Some(until) => ((until - now_ms) as f64 / 1000.0).clamp(0.5, self.config.refuse_seconds),
+                None => self.config.refuse_seconds.max(30.0),
+            };
+            let _ = scheduler.decline(offer_ids, Some(refuse));
             return;
         }
         let result = match_offers(&offers, &requests, &self.placed);
@@ -596,21 +652,10 @@ impl Controller {
                 }
             }
         }
+        // Durable before launched: the instances are stored first. If the
+        // store does not take them, nothing is launched and the term ends
+        // (the next one starts from what the store holds).
         if !launches.is_empty() && !self.flush().await {
-            // Not stored: launch nothing (the records go again next time).
-            let mut s = self.state.write();
-            for (_, tasks) in &launches {
-                for t in tasks {
-                    if let Some(app) = self.index.remove(&t.task_id)
-                        && let Some(a) = s.apps.get_mut(&app)
-                        && let Some(i) = a.instances.remove(&t.task_id)
-                    {
-                        self.placed.remove(&app, &i.agent_id);
-                        self.tracker.forget(&t.task_id);
-                    }
-                }
-            }
-            let _ = scheduler.decline(offer_ids, Some(1.0));
             return;
         }
         for (ids, tasks) in launches {
