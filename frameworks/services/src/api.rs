@@ -836,11 +836,11 @@ async fn tasks_delete(
 /// `event_stream_attached` first.
 fn event_stream(h: &Handle, types: BTreeSet<String>, remote: Option<SocketAddr>) -> Response {
     let remote = remote.map(|r| r.ip().to_string()).unwrap_or_default();
-    let reply = h.events.reply(Event::stream_attached(&remote), move |kind| {
-        types.is_empty() || types.contains(kind)
-    });
+    // The others hear of it; this stream gets it first.
     h.events.publish(Event::stream_attached(&remote));
-    reply
+    h.events.reply(Event::stream_attached(&remote), move |kind| {
+        types.is_empty() || types.contains(kind)
+    })
 }
 
 #[cfg(test)]
