@@ -165,8 +165,11 @@ async fn a_services_leader_killed_hands_over_to_the_standby_and_nothing_is_relau
     })
     .await;
     let (_b, api_b) = spawn_services(&cluster.addr(), &zk_url).await;
-    eventually("the second instance to stand by", DEADLINE, || async {
-        (elected(&api_b).await == Some(false)).then_some(())
+    let leader_addr = api_a.url.trim_start_matches("http://").to_string();
+    eventually("the second instance to stand by, knowing the leader", DEADLINE, || async {
+        let (status, v) = api_b.call("GET", "/v2/leader", None).await;
+        (elected(&api_b).await == Some(false) && status == 200 && v["leader"] == leader_addr.as_str())
+            .then_some(())
     })
     .await;
     api_a.wait_serving().await;
@@ -175,8 +178,6 @@ async fn a_services_leader_killed_hands_over_to_the_standby_and_nothing_is_relau
     let def = json!({"id": "/ha", "cmd": linger(cluster.dir.path()), "cpus": 0.1, "mem": 16, "instances": 3});
     let (status, v) = api_b.call("POST", "/v2/apps", Some(&def.to_string())).await;
     assert_eq!(status, 201, "{v}");
-    let leader = api_b.get("/v2/leader").await;
-    assert_eq!(leader["leader"], api_a.url.trim_start_matches("http://"));
     let before = api_a.wait_running("/ha", 3).await;
     let framework_id = api_a.get("/v2/info").await["frameworkId"].clone();
     assert!(framework_id.is_string());
