@@ -368,7 +368,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         args.data_dir.join("batch").join("store.redb"),
     );
     batch.validate().map_err(usage)?;
-    let mut services = agora_services::ServicesConfig::new(stand_in.to_string(), args.services_listen);
+    let mut services =
+        agora_services::ServicesConfig::new(stand_in.to_string(), args.services_listen);
     services.store = agora_framework_kit::store::StoreBackend::File(
         args.data_dir.join("services").join("store.redb"),
     );

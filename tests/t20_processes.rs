@@ -369,7 +369,11 @@ async fn dev_takes_any_free_ports_and_says_which() {
         }
     })
     .await;
-    assert_eq!(apps, serde_json::json!({"apps": []}), "services serves in agora dev");
+    assert_eq!(
+        apps,
+        serde_json::json!({"apps": []}),
+        "services serves in agora dev"
+    );
     // "  agora execute --master 127.0.0.1:PORT --name hello ..."
     let line = dev.wait_line("agora execute --master").await;
     let addr = line

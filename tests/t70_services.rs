@@ -71,7 +71,10 @@ async fn an_app_is_deployed_scaled_healed_and_killed() {
         .await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(headers["location"], "/v2/apps/team/web");
-    assert!(headers.contains_key("marathon-deployment-id"), "{headers:?}");
+    assert!(
+        headers.contains_key("marathon-deployment-id"),
+        "{headers:?}"
+    );
     assert_eq!(v["id"], "/team/web");
     assert_eq!(v["instances"], 2);
     let version = v["version"].as_str().unwrap().to_string();
@@ -186,8 +189,14 @@ async fn a_rolling_upgrade_never_drops_below_minimum_health_capacity() {
         .await
         .expect("the upgrade finishes")
         .unwrap();
-    assert!(min_running >= 2, "running instances dropped to {min_running}");
-    assert!(max_alive <= 4, "{max_alive} tasks at once, above maxCapacity");
+    assert!(
+        min_running >= 2,
+        "running instances dropped to {min_running}"
+    );
+    assert!(
+        max_alive <= 4,
+        "{max_alive} tasks at once, above maxCapacity"
+    );
     let upgraded = svc.wait_running("/roll", 4).await;
     let v2 = upgraded["version"].as_str().unwrap().to_string();
     assert!(v2 > v1);
@@ -221,7 +230,9 @@ async fn a_rolling_upgrade_never_drops_below_minimum_health_capacity() {
     assert_eq!(old_def["env"]["V"], "1", "{old_def}");
 
     // Rollback to the first version: a new version with the old definition.
-    let deployment = svc.update("/roll", &json!({"version": v1}).to_string()).await;
+    let deployment = svc
+        .update("/roll", &json!({"version": v1}).to_string())
+        .await;
     assert!(!deployment.is_empty());
     let back = svc
         .wait_app("the rollback to finish", "/roll", |a| {
@@ -260,13 +271,17 @@ async fn a_deployment_that_cannot_finish_waits_in_the_queue_and_rolls_back() {
     let mut big = app("/q", &cmd, 3);
     big["mem"] = json!(400);
     let deployment = svc.update("/q", &big.to_string()).await;
-    let queued = eventually("/q to wait in the queue with a reason", DEADLINE, || async {
-        let q = svc.get("/v2/queue").await;
-        let item = q["queue"].as_array()?.first()?.clone();
-        let reasons = item["processedOffersSummary"]["rejectSummaryLastOffers"].clone();
-        (item["app"]["id"] == "/q" && reasons.as_array().is_some_and(|r| !r.is_empty()))
-            .then_some(item)
-    })
+    let queued = eventually(
+        "/q to wait in the queue with a reason",
+        DEADLINE,
+        || async {
+            let q = svc.get("/v2/queue").await;
+            let item = q["queue"].as_array()?.first()?.clone();
+            let reasons = item["processedOffersSummary"]["rejectSummaryLastOffers"].clone();
+            (item["app"]["id"] == "/q" && reasons.as_array().is_some_and(|r| !r.is_empty()))
+                .then_some(item)
+        },
+    )
     .await;
     assert!(queued["count"].as_u64().unwrap() >= 1, "{queued}");
     // Another change is refused while the deployment holds the app ...
@@ -306,24 +321,56 @@ async fn bad_input_is_refused_with_marathons_errors_and_nothing_is_stored() {
     let cmd = linger(cluster.dir.path());
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("not JSON", "{\"id\": ".to_string(), 400, ""),
-        ("an id with upper case", app("/Web", &cmd, 1).to_string(), 422, "/id"),
-        ("negative cpus", {
-            let mut a = app("/w", &cmd, 1);
-            a["cpus"] = json!(-1);
-            a.to_string()
-        }, 422, "/cpus"),
-        ("negative instances", app("/w", &cmd, 1).to_string().replace("\"instances\":1", "\"instances\":-2"), 422, "/instances"),
-        ("an unknown operator", {
-            let mut a = app("/w", &cmd, 1);
-            a["constraints"] = json!([["hostname", "NEAR"]]);
-            a.to_string()
-        }, 422, "/constraints"),
-        ("an unknown field", {
-            let mut a = app("/w", &cmd, 1);
-            a["healthcheck"] = json!([]);
-            a.to_string()
-        }, 422, ""),
-        ("neither cmd, args nor image", json!({"id": "/w"}).to_string(), 422, ""),
+        (
+            "an id with upper case",
+            app("/Web", &cmd, 1).to_string(),
+            422,
+            "/id",
+        ),
+        (
+            "negative cpus",
+            {
+                let mut a = app("/w", &cmd, 1);
+                a["cpus"] = json!(-1);
+                a.to_string()
+            },
+            422,
+            "/cpus",
+        ),
+        (
+            "negative instances",
+            app("/w", &cmd, 1)
+                .to_string()
+                .replace("\"instances\":1", "\"instances\":-2"),
+            422,
+            "/instances",
+        ),
+        (
+            "an unknown operator",
+            {
+                let mut a = app("/w", &cmd, 1);
+                a["constraints"] = json!([["hostname", "NEAR"]]);
+                a.to_string()
+            },
+            422,
+            "/constraints",
+        ),
+        (
+            "an unknown field",
+            {
+                let mut a = app("/w", &cmd, 1);
+                a["healthcheck"] = json!([]);
+                a.to_string()
+            },
+            422,
+            "",
+        ),
+        (
+            "neither cmd, args nor image",
+            json!({"id": "/w"}).to_string(),
+            422,
+            "",
+        ),
     ];
     for (what, body, status, path) in cases {
         let (got, v) = svc.call("POST", "/v2/apps", Some(&body)).await;
@@ -331,16 +378,24 @@ async fn bad_input_is_refused_with_marathons_errors_and_nothing_is_stored() {
         assert!(v["message"].is_string(), "{what}: {v}");
         if status == 422 {
             assert_eq!(v["message"], "Object is not valid", "{what}: {v}");
-            let details = v["details"].as_array().unwrap_or_else(|| panic!("{what}: {v}"));
+            let details = v["details"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{what}: {v}"));
             assert!(!details.is_empty(), "{what}: {v}");
             assert!(details[0]["errors"][0].is_string(), "{what}: {v}");
             assert!(
-                details.iter().any(|d| d["path"].as_str().unwrap().starts_with(path)),
+                details
+                    .iter()
+                    .any(|d| d["path"].as_str().unwrap().starts_with(path)),
                 "{what}: {v}"
             );
         }
     }
-    assert_eq!(svc.get("/v2/apps").await, json!({"apps": []}), "nothing stored");
+    assert_eq!(
+        svc.get("/v2/apps").await,
+        json!({"apps": []}),
+        "nothing stored"
+    );
     assert_eq!(svc.get("/v2/deployments").await, json!([]));
 
     svc.create(&app("/w", &cmd, 1).to_string()).await;
@@ -351,12 +406,18 @@ async fn bad_input_is_refused_with_marathons_errors_and_nothing_is_stored() {
         .await;
     assert_eq!(status, 409, "{v}");
     // A bad partial update changes nothing.
-    let (status, v) = svc.call("PUT", "/v2/apps/w", Some(r#"{"mem": "lots"}"#)).await;
+    let (status, v) = svc
+        .call("PUT", "/v2/apps/w", Some(r#"{"mem": "lots"}"#))
+        .await;
     assert_eq!(status, 422, "{v}");
     assert_eq!(v["details"][0]["path"], "/mem", "{v}");
     assert_eq!(svc.app("/w").await["version"], w["version"]);
     // Unknown things: 404.
-    for path in ["/v2/apps/nope", "/v2/apps/nope/tasks", "/v2/apps/w/tasks/nope"] {
+    for path in [
+        "/v2/apps/nope",
+        "/v2/apps/nope/tasks",
+        "/v2/apps/w/tasks/nope",
+    ] {
         let (status, v) = svc.call("GET", path, None).await;
         assert_eq!(status, 404, "{path}: {v}");
     }
@@ -400,12 +461,16 @@ async fn unique_hostname_spreads_instances_and_an_unsatisfiable_one_waits() {
 
     // A fourth instance has nowhere to go: it waits, and the queue says why.
     svc.update("/spread", r#"{"instances": 4}"#).await;
-    let item = eventually("the fourth instance to wait with a reason", DEADLINE, || async {
-        let q = svc.get("/v2/queue").await;
-        let item = q["queue"].as_array()?.first()?.clone();
-        let text = item["processedOffersSummary"].to_string();
-        text.contains("UNIQUE").then_some(item)
-    })
+    let item = eventually(
+        "the fourth instance to wait with a reason",
+        DEADLINE,
+        || async {
+            let q = svc.get("/v2/queue").await;
+            let item = q["queue"].as_array()?.first()?.clone();
+            let text = item["processedOffersSummary"].to_string();
+            text.contains("UNIQUE").then_some(item)
+        },
+    )
     .await;
     assert_eq!(item["count"], 1, "{item}");
     assert_eq!(running(&svc.app("/spread").await).len(), 3);
@@ -416,7 +481,11 @@ async fn unique_hostname_spreads_instances_and_an_unsatisfiable_one_waits() {
     svc.create(&def.to_string()).await;
     let a = svc.wait_running("/pinned", 2).await;
     assert!(
-        a["tasks"].as_array().unwrap().iter().all(|t| t["host"] == "host1"),
+        a["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["host"] == "host1"),
         "{a}"
     );
 }
@@ -425,7 +494,9 @@ async fn unique_hostname_spreads_instances_and_an_unsatisfiable_one_waits() {
 async fn the_event_stream_tells_what_happens() {
     let (cluster, svc) = cluster(1).await;
     let cmd = linger(cluster.dir.path());
-    let mut stream = reqwest::get(format!("{}/v2/events", svc.url)).await.unwrap();
+    let mut stream = reqwest::get(format!("{}/v2/events", svc.url))
+        .await
+        .unwrap();
     assert_eq!(stream.status(), 200);
     assert!(
         stream.headers()["content-type"]
@@ -500,7 +571,10 @@ async fn a_docker_app_runs_with_mapped_ports() {
         ports.push(port);
     }
     assert_ne!(ports[0], ports[1], "each instance its own host port");
-    assert_eq!(a["container"]["docker"]["image"], common::docker::TEST_IMAGE);
+    assert_eq!(
+        a["container"]["docker"]["image"],
+        common::docker::TEST_IMAGE
+    );
     let (status, _) = svc.call("DELETE", "/v2/apps/box", None).await;
     assert_eq!(status, 200);
     svc.wait_no_deployments().await;

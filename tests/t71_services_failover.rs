@@ -157,7 +157,11 @@ async fn a_services_leader_killed_hands_over_to_the_standby_and_nothing_is_relau
     let Some(zk) = ZkServer::start().await else {
         return;
     };
-    let cluster = Cluster::start(common::master_config(), &["cpus:4;mem:1024;ports:[31000-31099]"]).await;
+    let cluster = Cluster::start(
+        common::master_config(),
+        &["cpus:4;mem:1024;ports:[31000-31099]"],
+    )
+    .await;
     let zk_url = zk.url("/agora-services");
     let (mut a, api_a) = spawn_services(&cluster.addr(), &zk_url).await;
     eventually("the first instance to lead", DEADLINE, || async {
@@ -166,11 +170,17 @@ async fn a_services_leader_killed_hands_over_to_the_standby_and_nothing_is_relau
     .await;
     let (_b, api_b) = spawn_services(&cluster.addr(), &zk_url).await;
     let leader_addr = api_a.url.trim_start_matches("http://").to_string();
-    eventually("the second instance to stand by, knowing the leader", DEADLINE, || async {
-        let (status, v) = api_b.call("GET", "/v2/leader", None).await;
-        (elected(&api_b).await == Some(false) && status == 200 && v["leader"] == leader_addr.as_str())
+    eventually(
+        "the second instance to stand by, knowing the leader",
+        DEADLINE,
+        || async {
+            let (status, v) = api_b.call("GET", "/v2/leader", None).await;
+            (elected(&api_b).await == Some(false)
+                && status == 200
+                && v["leader"] == leader_addr.as_str())
             .then_some(())
-    })
+        },
+    )
     .await;
     api_a.wait_serving().await;
 
@@ -191,9 +201,11 @@ async fn a_services_leader_killed_hands_over_to_the_standby_and_nothing_is_relau
     .await;
     api_b.wait_serving().await;
     let after = api_b
-        .wait_app("the same three tasks running under the new leader", "/ha", |a| {
-            running(a).len() == 3 && task_ids(a) == ids
-        })
+        .wait_app(
+            "the same three tasks running under the new leader",
+            "/ha",
+            |a| running(a).len() == 3 && task_ids(a) == ids,
+        )
         .await;
     assert_eq!(after["version"], before["version"]);
     assert_eq!(api_b.get("/v2/info").await["frameworkId"], framework_id);
@@ -241,7 +253,8 @@ async fn agora_dev_restarted_keeps_its_apps_and_their_tasks() {
     let mut dev = start();
     let svc = Services::at(&url_of(dev.wait_line("services (apps):").await));
     svc.wait_serving().await;
-    let def = json!({"id": "/kept", "cmd": linger(dir.path()), "cpus": 0.1, "mem": 16, "instances": 2});
+    let def =
+        json!({"id": "/kept", "cmd": linger(dir.path()), "cpus": 0.1, "mem": 16, "instances": 2});
     svc.create(&def.to_string()).await;
     let before = svc.wait_running("/kept", 2).await;
     nix::sys::signal::kill(

@@ -131,9 +131,7 @@ impl Services {
 
     /// `PUT /v2/apps{id}` (a partial update); the deployment id.
     pub async fn update(&self, id: &str, json: &str) -> String {
-        let (status, v) = self
-            .call("PUT", &format!("/v2/apps{id}"), Some(json))
-            .await;
+        let (status, v) = self.call("PUT", &format!("/v2/apps{id}"), Some(json)).await;
         assert!(status == 200 || status == 201, "PUT {id} {json}: {v}");
         v["deploymentId"].as_str().unwrap().to_string()
     }

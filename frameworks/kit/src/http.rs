@@ -206,9 +206,7 @@ impl warp::reject::Reject for BodyTooLarge {}
 /// A request body of at most `limit` bytes: `413` when the declared
 /// `Content-Length` is larger. Unlike warp's `content_length_limit`, a
 /// request without a `Content-Length` (a GET) passes with an empty body.
-pub fn body_bytes(
-    limit: u64,
-) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
+pub fn body_bytes(limit: u64) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and_then(move |length: Option<u64>| async move {
             match length {
@@ -265,17 +263,25 @@ pub fn proxy_to_leader(
                 .unify(),
         )
         .and(warp::header::headers_cloned())
-        .and(body_bytes(max_body))
+        .and(warp::body::stream())
         .then(
             move |leader: Option<String>,
                   method: warp::http::Method,
                   path: warp::path::FullPath,
                   query: Option<String>,
                   headers: warp::http::HeaderMap,
-                  body: bytes::Bytes| {
+                  body| {
                 let client = client.clone();
                 let me = me.clone();
                 async move {
+                    // Once not leading, every answer comes from here (a
+                    // rejection would let the leader's routes serve).
+                    let Some(body) = read_at_most(body, max_body).await else {
+                        return json_error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("the body is larger than {max_body} bytes"),
+                        );
+                    };
                     let Some(leader) = leader else {
                         return json_error(
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -298,6 +304,31 @@ pub fn proxy_to_leader(
                 }
             },
         )
+}
+
+/// The whole body, or `None` once it is larger than `limit` bytes (or
+/// cannot be read).
+async fn read_at_most<S, B>(body: S, limit: u64) -> Option<bytes::Bytes>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures::StreamExt;
+    let mut out = bytes::BytesMut::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.ok()?;
+        if (out.len() + chunk.remaining()) as u64 > limit {
+            return None;
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            out.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Some(out.freeze())
 }
 
 /// Sends the request on to the leader and streams its answer back.
@@ -453,25 +484,25 @@ impl<T: Serialize> EventBus<T> {
         let live = futures::stream::unfold(Some(rx), move |rx| {
             let wanted = wanted.clone();
             async move {
-            let mut rx = rx?;
-            loop {
-            return match rx.recv().await {
-                Ok(p) if !wanted(&p.kind) => continue,
-                Ok(p) => Some((
-                    Ok(warp::sse::Event::default()
-                        .event(p.kind.clone())
-                        .data(p.data.clone())),
-                    Some(rx),
-                )),
-                Err(broadcast::error::RecvError::Lagged(n)) => Some((
-                    Ok(warp::sse::Event::default().comment(format!(
-                        "this stream fell {n} events behind and ends; reconnect"
-                    ))),
-                    None,
-                )),
-                Err(broadcast::error::RecvError::Closed) => None,
-            };
-            }
+                let mut rx = rx?;
+                loop {
+                    return match rx.recv().await {
+                        Ok(p) if !wanted(&p.kind) => continue,
+                        Ok(p) => Some((
+                            Ok(warp::sse::Event::default()
+                                .event(p.kind.clone())
+                                .data(p.data.clone())),
+                            Some(rx),
+                        )),
+                        Err(broadcast::error::RecvError::Lagged(n)) => Some((
+                            Ok(warp::sse::Event::default().comment(format!(
+                                "this stream fell {n} events behind and ends; reconnect"
+                            ))),
+                            None,
+                        )),
+                        Err(broadcast::error::RecvError::Closed) => None,
+                    };
+                }
             }
         });
         let stream = futures::StreamExt::chain(futures::stream::iter(first), live);

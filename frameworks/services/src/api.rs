@@ -12,8 +12,8 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
-use warp::reply::Response;
 use warp::Filter;
+use warp::reply::Response;
 
 use agora_framework_kit::election::Role;
 use agora_framework_kit::http::{body_bytes, handle_rejection, proxy_to_leader};
@@ -372,17 +372,15 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .or(events)
         .unify();
     // The leader serves once it has loaded its state.
-    let loading = with
-        .clone()
-        .and_then(|h: Handle| async move {
-            if *h.serving.borrow() {
-                Err(warp::reject::not_found())
-            } else {
-                Ok::<_, warp::Rejection>(refusal(Refusal::unavailable(
-                    "this instance has just been elected and is loading its state; retry shortly",
-                )))
-            }
-        });
+    let loading = with.clone().and_then(|h: Handle| async move {
+        if *h.serving.borrow() {
+            Err(warp::reject::not_found())
+        } else {
+            Ok::<_, warp::Rejection>(refusal(Refusal::unavailable(
+                "this instance has just been elected and is loading its state; retry shortly",
+            )))
+        }
+    });
     standby_safe
         .or(forward)
         .unify()
@@ -838,9 +836,10 @@ fn event_stream(h: &Handle, types: BTreeSet<String>, remote: Option<SocketAddr>)
     let remote = remote.map(|r| r.ip().to_string()).unwrap_or_default();
     // The others hear of it; this stream gets it first.
     h.events.publish(Event::stream_attached(&remote));
-    h.events.reply(Event::stream_attached(&remote), move |kind| {
-        types.is_empty() || types.contains(kind)
-    })
+    h.events
+        .reply(Event::stream_attached(&remote), move |kind| {
+            types.is_empty() || types.contains(kind)
+        })
 }
 
 #[cfg(test)]

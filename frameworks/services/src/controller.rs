@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ServicesError;
-use crate::command::Command;
 use crate::app::StoredApp;
+use crate::command::Command;
 use crate::deployment::rolling::{self, Counts};
 use crate::deployment::scale::{self, Candidate};
 use crate::deployment::{ActionKind, Deployment};
@@ -214,7 +214,9 @@ impl Controller {
             }
         }
         if let Err(e) = self.records.commit(rest).await {
-            tracing::debug!("the last changes of the term were not stored ({e}); reconciliation learns them again");
+            tracing::debug!(
+                "the last changes of the term were not stored ({e}); reconciliation learns them again"
+            );
         }
         Ok(())
     }
@@ -263,7 +265,11 @@ impl Controller {
 
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Deploy { changes, force, reply } => {
+            Command::Deploy {
+                changes,
+                force,
+                reply,
+            } => {
                 let r = self.deploy(changes, force).await;
                 let _ = reply.send(r);
             }
@@ -273,7 +279,10 @@ impl Controller {
                 {
                     let mut s = self.state.write();
                     for (app, task) in tasks {
-                        if let Some(i) = s.apps.get_mut(&app).and_then(|a| a.instances.get_mut(&task))
+                        if let Some(i) = s
+                            .apps
+                            .get_mut(&app)
+                            .and_then(|a| a.instances.get_mut(&task))
                             && i.is_active()
                         {
                             i.killing = true;
@@ -307,8 +316,15 @@ impl Controller {
         }
     }
 
-    async fn deploy(&mut self, changes: Vec<AppChange>, force: bool) -> Result<(String, Millis), Refusal> {
-        let prepared = self.state.read().prepare(changes, force, now(), &self.ctx)?;
+    async fn deploy(
+        &mut self,
+        changes: Vec<AppChange>,
+        force: bool,
+    ) -> Result<(String, Millis), Refusal> {
+        let prepared = self
+            .state
+            .read()
+            .prepare(changes, force, now(), &self.ctx)?;
         let changes = prepared.changes(&self.state.read());
         self.store_change(changes).await?;
         let now_i = Instant::now();
@@ -338,7 +354,11 @@ impl Controller {
         }
     }
 
-    async fn cancel(&mut self, id: String, force: bool) -> Result<Option<(String, Millis)>, Refusal> {
+    async fn cancel(
+        &mut self,
+        id: String,
+        force: bool,
+    ) -> Result<Option<(String, Millis)>, Refusal> {
         let d = self
             .state
             .read()
@@ -377,7 +397,11 @@ impl Controller {
     }
 
     /// A deployment that replaces `old` (a rollback).
-    async fn deploy_replacing(&mut self, changes: Vec<AppChange>, old: &Deployment) -> Result<(String, Millis), Refusal> {
+    async fn deploy_replacing(
+        &mut self,
+        changes: Vec<AppChange>,
+        old: &Deployment,
+    ) -> Result<(String, Millis), Refusal> {
         // Apps the deployment removed come back as `Put` of their old
         // definition (they are no longer visible, so a rollback would 404).
         let changes = changes
@@ -396,13 +420,18 @@ impl Controller {
         let changes = prepared.changes(&self.state.read());
         self.store_change(changes).await?;
         self.state.write().apply(&prepared);
-        self.events.publish(Event::deployment_info(&prepared.deployment));
+        self.events
+            .publish(Event::deployment_info(&prepared.deployment));
         Ok((prepared.deployment.id.clone(), prepared.deployment.version))
     }
 
     async fn on_sdk_event(&mut self, scheduler: &Scheduler, ev: SdkEvent) {
         match ev {
-            SdkEvent::Subscribed { framework_id, resubscribed, .. } => {
+            SdkEvent::Subscribed {
+                framework_id,
+                resubscribed,
+                ..
+            } => {
                 tracing::info!(%framework_id, resubscribed, "subscribed");
                 self.state.write().framework_id = Some(framework_id);
                 self.tracker.on_subscribed(Instant::now());
@@ -442,8 +471,12 @@ impl Controller {
             };
             let state = status.state();
             let mut s = self.state.write();
-            let Some(app) = s.apps.get_mut(&app_id) else { continue };
-            let Some(inst) = app.instances.get_mut(&status.task_id) else { continue };
+            let Some(app) = s.apps.get_mut(&app_id) else {
+                continue;
+            };
+            let Some(inst) = app.instances.get_mut(&status.task_id) else {
+                continue;
+            };
             let changed = inst.state != state || inst.healthy != status.healthy;
             inst.state = state;
             if status.healthy.is_some() {
@@ -467,7 +500,8 @@ impl Controller {
                 self.index.remove(&inst.task_id);
                 self.tracker.forget(&inst.task_id);
                 self.placed.remove(&inst.app_id, &inst.agent_id);
-                let failed = matches!(state, TaskState::TaskFailed | TaskState::TaskError) && !inst.killing;
+                let failed =
+                    matches!(state, TaskState::TaskFailed | TaskState::TaskError) && !inst.killing;
                 if failed {
                     self.metrics.failed.inc();
                     let def = &app.current.definition;
@@ -527,13 +561,22 @@ impl Controller {
         let mut delayed_until: Option<Millis> = None;
         {
             let s = self.state.read();
-            for a in s.apps.values().filter(|a| !a.removed && a.launch.wanted > 0) {
+            for a in s
+                .apps
+                .values()
+                .filter(|a| !a.removed && a.launch.wanted > 0)
+            {
                 if now_ms < a.launch.delay_until {
-                    delayed_until = Some(delayed_until.map_or(a.launch.delay_until, |d: Millis| d.min(a.launch.delay_until)));
+                    delayed_until =
+                        Some(delayed_until.map_or(a.launch.delay_until, |d: Millis| {
+                            d.min(a.launch.delay_until)
+                        }));
                     continue;
                 }
                 let def = &a.current.definition;
-                let Ok(template) = request_for(&a.current) else { continue };
+                let Ok(template) = request_for(&a.current) else {
+                    continue;
+                };
                 for n in 0..a.launch.wanted {
                     let mut r = template.clone();
                     r.key = format!("{}\u{1}{n}", def.id);
@@ -545,7 +588,9 @@ impl Controller {
         if requests.is_empty() {
             self.metrics.offers_declined.inc_by(offer_ids.len() as u64);
             let refuse = match delayed_until {
-                Some(until) => ((until - now_ms) as f64 / 1000.0).clamp(0.5, self.config.refuse_seconds),
+                Some(until) => {
+                    ((until - now_ms) as f64 / 1000.0).clamp(0.5, self.config.refuse_seconds)
+                }
                 None => self.config.refuse_seconds.max(30.0),
             };
             let _ = scheduler.decline(offer_ids, Some(refuse));
@@ -562,8 +607,12 @@ impl Controller {
                 let mut tasks = Vec::new();
                 for p in placements {
                     let app_id = p.key.split('\u{1}').next().unwrap_or_default().to_string();
-                    let Some(stored) = apps.get(&app_id) else { continue };
-                    let Ok(pid) = PathId::parse(&app_id) else { continue };
+                    let Some(stored) = apps.get(&app_id) else {
+                        continue;
+                    };
+                    let Ok(pid) = PathId::parse(&app_id) else {
+                        continue;
+                    };
                     let task_id = new_task_id(&pid);
                     let offer = hostnames.get(p.offer_id.as_str());
                     let role = p
@@ -618,10 +667,16 @@ impl Controller {
             let mut reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
             for (key, why) in &result.unplaced {
                 let app = key.split('\u{1}').next().unwrap_or_default();
-                *reasons.entry(app.to_string()).or_default().entry(why.clone()).or_default() += 1;
+                *reasons
+                    .entry(app.to_string())
+                    .or_default()
+                    .entry(why.clone())
+                    .or_default() += 1;
             }
             for (app_id, _) in apps.iter() {
-                let Some(a) = s.apps.get_mut(app_id) else { continue };
+                let Some(a) = s.apps.get_mut(app_id) else {
+                    continue;
+                };
                 let placed = placed_per_app.get(app_id).copied().unwrap_or(0);
                 a.launch.wanted = a.launch.wanted.saturating_sub(placed);
                 a.launch.processed_offers += offers.len() as u64;
@@ -665,7 +720,9 @@ impl Controller {
             }
         }
         if !result.unused_offers.is_empty() {
-            self.metrics.offers_declined.inc_by(result.unused_offers.len() as u64);
+            self.metrics
+                .offers_declined
+                .inc_by(result.unused_offers.len() as u64);
             let _ = scheduler.decline(result.unused_offers, Some(self.config.refuse_seconds));
         }
     }
@@ -688,7 +745,11 @@ impl Controller {
             let actions: HashMap<String, (String, ActionKind)> = s
                 .deployments
                 .values()
-                .flat_map(|d| d.current_actions().iter().map(move |a| (a.app.clone(), (d.id.clone(), a.kind))))
+                .flat_map(|d| {
+                    d.current_actions()
+                        .iter()
+                        .map(move |a| (a.app.clone(), (d.id.clone(), a.kind)))
+                })
                 .collect();
             let locked: BTreeSet<String> = s
                 .deployments
@@ -719,7 +780,11 @@ impl Controller {
                     a.launch.wanted = 0;
                     continue;
                 }
-                let counted: Vec<&Instance> = a.instances.values().filter(|i| i.counts(inactive, now_ms)).collect();
+                let counted: Vec<&Instance> = a
+                    .instances
+                    .values()
+                    .filter(|i| i.counts(inactive, now_ms))
+                    .collect();
                 match (a.removed, action.as_ref().map(|(_, k)| *k)) {
                     (true, _) | (_, Some(ActionKind::StopApplication)) => {
                         for i in a.instances.values().filter(|i| i.is_active() && !i.killing) {
@@ -769,7 +834,10 @@ impl Controller {
                             kills.push((id.clone(), i.task_id.clone()));
                         }
                         let pick = scale::decide(
-                            old_healthy.len().saturating_sub(d.kill_old_healthy as usize) as u32,
+                            old_healthy
+                                .len()
+                                .saturating_sub(d.kill_old_healthy as usize)
+                                as u32,
                             &old_healthy.iter().map(|i| candidate(i)).collect::<Vec<_>>(),
                             def.kill_selection,
                         );
@@ -788,7 +856,11 @@ impl Controller {
                         let in_later_step = scale_or_none.is_none() && locked.contains(&id);
                         if !in_later_step {
                             let n = def.instances.max(0) as u32;
-                            let d = scale::decide(n, &counted.iter().map(|i| candidate(i)).collect::<Vec<_>>(), def.kill_selection);
+                            let d = scale::decide(
+                                n,
+                                &counted.iter().map(|i| candidate(i)).collect::<Vec<_>>(),
+                                def.kill_selection,
+                            );
                             kills.extend(d.kill.into_iter().map(|t| (id.clone(), t)));
                             wanted = d.launch;
                             done = counted.len() as u32 == n
@@ -832,7 +904,11 @@ impl Controller {
             if scheduler.revive(Vec::new()).is_ok() {
                 self.suppressed = false;
             }
-        } else if !any_wanted && !self.suppressed && self.reconciled && scheduler.suppress(Vec::new()).is_ok() {
+        } else if !any_wanted
+            && !self.suppressed
+            && self.reconciled
+            && scheduler.suppress(Vec::new()).is_ok()
+        {
             self.suppressed = true;
         }
     }
@@ -846,7 +922,8 @@ impl Controller {
             let mut s = self.state.write();
             for d in s.deployments.values_mut() {
                 let complete = d.current_actions().iter().all(|a| {
-                    a.kind == ActionKind::StartApplication || done.contains(&(d.id.clone(), a.app.clone()))
+                    a.kind == ActionKind::StartApplication
+                        || done.contains(&(d.id.clone(), a.app.clone()))
                 });
                 if complete && !d.is_done() {
                     d.current_step += 1;
@@ -866,7 +943,9 @@ impl Controller {
         for id in finished {
             let d = {
                 let mut s = self.state.write();
-                let Some(d) = s.deployments.remove(&id) else { continue };
+                let Some(d) = s.deployments.remove(&id) else {
+                    continue;
+                };
                 // Apps this deployment removed are gone once stopped.
                 for (app, target) in &d.target {
                     if target.is_none()
@@ -934,7 +1013,11 @@ fn request_for(app: &StoredApp) -> Result<TaskRequest, String> {
         .port_definitions()
         .iter()
         .map(|p| if def.require_ports { p.port as u64 } else { 0 })
-        .chain(def.port_mappings().iter().map(|m| m.host_port.unwrap_or(0).max(0) as u64))
+        .chain(
+            def.port_mappings()
+                .iter()
+                .map(|m| m.host_port.unwrap_or(0).max(0) as u64),
+        )
         .collect();
     let constraints = def
         .constraints
@@ -945,7 +1028,11 @@ fn request_for(app: &StoredApp) -> Result<TaskRequest, String> {
         key: String::new(),
         group: def.id.clone(),
         resources,
-        ports: if ports.is_empty() { PortRequest::None } else { PortRequest::Exact(ports) },
+        ports: if ports.is_empty() {
+            PortRequest::None
+        } else {
+            PortRequest::Exact(ports)
+        },
         accepted_roles: def.accepted_resource_roles.clone().unwrap_or_default(),
         constraints,
     })

@@ -306,7 +306,11 @@ async fn run_term(
     let (state, orphans) = State::from_loaded(loaded);
     tracing::info!(
         apps = state.apps.len(),
-        instances = state.apps.values().map(|a| a.instances.len()).sum::<usize>(),
+        instances = state
+            .apps
+            .values()
+            .map(|a| a.instances.len())
+            .sum::<usize>(),
         deployments = state.deployments.len(),
         ms = started.elapsed().as_millis() as u64,
         "loaded from the store"

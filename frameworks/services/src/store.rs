@@ -184,7 +184,11 @@ impl Records {
         for v in loaded.versions.values_mut() {
             v.sort_unstable();
         }
-        for (_, members) in self.store.load_prefix::<Vec<Instance>>("instances/").await? {
+        for (_, members) in self
+            .store
+            .load_prefix::<Vec<Instance>>("instances/")
+            .await?
+        {
             for i in members.value {
                 loaded
                     .instances
