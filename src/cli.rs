@@ -38,6 +38,12 @@ pub enum Command {
     Tasks(TasksArgs),
     /// Run the services framework (long-running apps, Marathon's REST API).
     Services(ServicesArgs),
+    /// Manage apps of the services framework: list, show, deploy, update, scale, restart, rollback, delete, tasks, kill.
+    #[command(subcommand)]
+    Apps(crate::apps::AppsCommand),
+    /// The services framework's deployments: list, cancel (roll back).
+    #[command(subcommand)]
+    Deployments(crate::apps::DeploymentsCommand),
     /// Run the batch framework (one-off and cron jobs, REST API in Metronome's shape).
     Batch(BatchArgs),
     /// Manage batch jobs: list, show, create, update, run, runs, logs, stop, delete.

@@ -2,8 +2,10 @@
 //! libraries. Bad flags or configuration exit with status 64 (EX_USAGE)
 //! before any port is bound.
 
+mod apps;
 mod cli;
 mod jobs;
+mod rest;
 mod tables;
 
 use std::io::IsTerminal;
@@ -183,6 +185,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             agora_batch::run(config, shutdown).await?;
         }
         Command::Jobs(cmd) => return jobs::run(cmd).await,
+        Command::Apps(cmd) => return apps::run(cmd).await,
+        Command::Deployments(cmd) => return apps::run_deployments(cmd).await,
         Command::Bench(bench) => agora_bench::run(bench).await?,
         Command::TaskSupervisor { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -129,10 +129,14 @@ impl Controller {
             }
         }
         let now_i = Instant::now();
+        let mut pending = Changes::default();
         for o in &orphans {
-            // Instances of apps that no longer exist: known, to be killed.
+            // Instances of apps that no longer exist: killed, and their
+            // records dropped (were this leader to die first, the next one's
+            // reconciliation would find them unknown and kill them too).
             tracker.expect(&o.task_id, Some(o.agent_id.clone()));
             tracker.kill(&o.task_id, now_i);
+            pending.delete(store::shard_key(&o.app_id, store::shard_of(&o.task_id)));
         }
         Controller {
             state,
@@ -145,7 +149,7 @@ impl Controller {
             placed,
             index,
             dirty: BTreeMap::new(),
-            pending: Changes::default(),
+            pending,
             last_flush: Instant::now(),
             suppressed: false,
             reconciled: false,
@@ -295,7 +299,15 @@ impl Controller {
                 for (app, task) in &killed {
                     self.mark(app, task);
                 }
-                let _ = reply.send(Ok(killed));
+                // Durable before answered: a new leader goes on killing them.
+                let r = if self.flush().await {
+                    Ok(killed)
+                } else {
+                    Err(Refusal::unavailable(
+                        "the kill could not be stored; retry shortly",
+                    ))
+                };
+                let _ = reply.send(r);
             }
             Command::CancelDeployment { id, force, reply } => {
                 let r = self.cancel(id, force).await;
@@ -332,7 +344,19 @@ impl Controller {
             self.tracker.kill(task, now_i);
             self.metrics.killed.inc();
         }
+        // Deployments this one replaces (`force`) end as failed.
+        let replaced: Vec<Deployment> = {
+            let s = self.state.read();
+            prepared
+                .cancelled
+                .iter()
+                .filter_map(|id| s.deployments.get(id).cloned())
+                .collect()
+        };
         self.state.write().apply(&prepared);
+        for old in &replaced {
+            self.events.publish(Event::deployment_failed(old));
+        }
         let d = &prepared.deployment;
         self.events.publish(Event::deployment_info(d));
         self.events
