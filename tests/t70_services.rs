@@ -579,3 +579,56 @@ async fn a_docker_app_runs_with_mapped_ports() {
     assert_eq!(status, 200);
     svc.wait_no_deployments().await;
 }
+
+#[tokio::test]
+async fn health_checks_gate_deployments_and_show_in_the_task() {
+    let (cluster, svc) = cluster(1).await;
+    let cmd = linger(cluster.dir.path());
+    let marker = cluster.dir.path().join("healthy");
+    let check = |path: &std::path::Path| {
+        json!([{
+            "protocol": "COMMAND", "command": {"value": format!("test -e {}", path.display())},
+            "delaySeconds": 0, "intervalSeconds": 1, "timeoutSeconds": 1,
+            "gracePeriodSeconds": 600, "maxConsecutiveFailures": 0
+        }])
+    };
+    let mut def = app("/hc", &cmd, 1);
+    def["healthChecks"] = check(&marker);
+    let (status, _, headers) = svc.request("POST", "/v2/apps", Some(&def.to_string())).await;
+    assert_eq!(status, 201);
+    let deployment = headers["marathon-deployment-id"].to_str().unwrap().to_string();
+    // Running, but not healthy yet: the deployment waits.
+    svc.wait_app("the task to run", "/hc", |a| running(a).len() == 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let a = svc.app("/hc").await;
+    assert_eq!(a["tasksHealthy"], 0, "{a}");
+    assert_eq!(a["deployments"][0]["id"], deployment.as_str(), "{a}");
+    // The check passes: healthy, and the deployment is done.
+    std::fs::write(&marker, b"").unwrap();
+    let a = svc
+        .wait_app("the task healthy and the deployment done", "/hc", |a| {
+            a["tasksHealthy"] == 1
+                && a["deployments"].as_array().is_some_and(|d| d.is_empty())
+        })
+        .await;
+    let results = &a["tasks"][0]["healthCheckResults"];
+    assert_eq!(results[0]["alive"], true, "{a}");
+    // An upgrade whose new instance never becomes healthy keeps the old one.
+    let old = task_ids(&a);
+    let never = cluster.dir.path().join("never");
+    svc.update("/hc", &json!({"healthChecks": check(&never)}).to_string())
+        .await;
+    svc.wait_app("the new instance running", "/hc", |a| running(a).len() == 2)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let a = svc.app("/hc").await;
+    assert!(task_ids(&a).contains(&old[0]), "the old instance stays: {a}");
+    assert_eq!(a["deployments"].as_array().unwrap().len(), 1, "{a}");
+    // Unhealthy: the old instance's check fails once the marker is gone.
+    std::fs::remove_file(&marker).unwrap();
+    svc.wait_app("the old instance unhealthy", "/hc", |a| {
+        a["tasksUnhealthy"].as_u64() >= Some(1)
+    })
+    .await;
+}

@@ -501,10 +501,16 @@ impl Controller {
             let Some(inst) = app.instances.get_mut(&status.task_id) else {
                 continue;
             };
-            let changed = inst.state != state || inst.healthy != status.healthy;
+            let health_changed = status.healthy.is_some() && inst.healthy != status.healthy;
+            let changed = inst.state != state
+                || health_changed
+                || (status.ready.is_some() && inst.ready != status.ready);
             inst.state = state;
             if status.healthy.is_some() {
                 inst.healthy = status.healthy;
+            }
+            if status.ready.is_some() {
+                inst.ready = status.ready;
             }
             if state == TaskState::TaskRunning && inst.started_at.is_none() {
                 inst.started_at = Some(time::from_seconds(status.timestamp));
@@ -516,6 +522,9 @@ impl Controller {
             if changed {
                 events.push(Event::status_update(inst, &status.message));
                 events.push(Event::instance_changed(inst));
+            }
+            if let (true, Some(alive)) = (health_changed, inst.healthy) {
+                events.push(Event::health_changed(inst, alive));
             }
             // The master does not know the task (never launched, or gone
             // long ago): it is not running anywhere.
@@ -656,6 +665,9 @@ impl Controller {
                         staged_at: now_ms,
                         started_at: None,
                         healthy: None,
+                        ready: None,
+                        health_checked: !stored.definition.health_checks.is_empty(),
+                        readiness_checked: !stored.definition.readiness_checks.is_empty(),
                         unreachable_since: None,
                         killing: false,
                         role,
@@ -833,7 +845,7 @@ impl Controller {
                                 }
                                 continue;
                             }
-                            let healthy = health::is_healthy(i, def);
+                            let healthy = health::is_serving(i);
                             match (i.config_version == target, healthy) {
                                 (true, true) => {
                                     c.new_healthy += 1;
@@ -888,7 +900,7 @@ impl Controller {
                             kills.extend(d.kill.into_iter().map(|t| (id.clone(), t)));
                             wanted = d.launch;
                             done = counted.len() as u32 == n
-                                && counted.iter().all(|i| health::is_healthy(i, def))
+                                && counted.iter().all(|i| health::is_serving(i))
                                 && a.instances.values().all(|i| !i.killing || !i.is_active());
                         }
                     }

@@ -76,6 +76,20 @@ impl Event {
         )
     }
 
+    /// A task's health checks' verdict changed.
+    pub fn health_changed(i: &Instance, alive: bool) -> Event {
+        Event::new(
+            "health_status_changed_event",
+            json!({
+                "appId": i.app_id,
+                "taskId": i.task_id,
+                "instanceId": i.task_id,
+                "version": time::format(i.version),
+                "alive": alive,
+            }),
+        )
+    }
+
     pub fn deployment_info(d: &Deployment) -> Event {
         Event::new(
             "deployment_info",
