@@ -215,7 +215,9 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AppsCommand::List(common) => {
             let c = client(&common)?;
-            let apps = c.get("/v2/apps?embed=apps.counts&embed=apps.deployments").await?;
+            let apps = c
+                .get("/v2/apps?embed=apps.counts&embed=apps.deployments")
+                .await?;
             if common.json {
                 print_json(&apps)?;
                 return Ok(ExitCode::SUCCESS);
@@ -261,7 +263,12 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<ExitCode> {
                 text(&a["tasksRunning"]),
                 text(&a["tasksStaged"])
             );
-            println!("Resources:   cpus {} mem {} disk {}", text(&a["cpus"]), text(&a["mem"]), text(&a["disk"]));
+            println!(
+                "Resources:   cpus {} mem {} disk {}",
+                text(&a["cpus"]),
+                text(&a["mem"]),
+                text(&a["disk"])
+            );
             println!("Version:     {}", time(&a["version"]));
             println!(
                 "Config from: {}",
@@ -334,10 +341,12 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<ExitCode> {
         AppsCommand::Restart { id, change } => {
             let c = client(&change.common)?;
             let follow = Follower::start(&c, &change).await?;
-            let path = format!("/v2/apps{}/restart{}", app_path(&id), force_query(change.force));
-            let v = c
-                .send_json(reqwest::Method::POST, &path, None)
-                .await?;
+            let path = format!(
+                "/v2/apps{}/restart{}",
+                app_path(&id),
+                force_query(change.force)
+            );
+            let v = c.send_json(reqwest::Method::POST, &path, None).await?;
             return answer(follow, v, &change).await;
         }
         AppsCommand::Rollback {
@@ -368,9 +377,7 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<ExitCode> {
             let c = client(&change.common)?;
             let follow = Follower::start(&c, &change).await?;
             let path = format!("/v2/apps{}{}", app_path(&id), force_query(change.force));
-            let v = c
-                .send_json(reqwest::Method::DELETE, &path, None)
-                .await?;
+            let v = c.send_json(reqwest::Method::DELETE, &path, None).await?;
             return answer(follow, v, &change).await;
         }
         AppsCommand::Tasks { id, common } => {
@@ -467,9 +474,7 @@ async fn put_app(id: &str, body: Value, change: &ChangeArgs) -> anyhow::Result<E
     let c = client(&change.common)?;
     let follow = Follower::start(&c, change).await?;
     let path = format!("/v2/apps{}{}", app_path(id), force_query(change.force));
-    let v = c
-        .send_json(reqwest::Method::PUT, &path, Some(body))
-        .await?;
+    let v = c.send_json(reqwest::Method::PUT, &path, Some(body)).await?;
     answer(follow, v, change).await
 }
 

@@ -99,7 +99,7 @@ async fn an_app_is_deployed_scaled_healed_and_killed() {
     let a = svc.wait_running("/team/web", 4).await;
     let four = task_ids(&a);
     assert!(two.iter().all(|t| four.contains(t)), "{two:?} / {four:?}");
-    assert_eq!(a["version"].as_str().unwrap() > version.as_str(), true);
+    assert!(a["version"].as_str().unwrap() > version.as_str());
     assert_eq!(a["versionInfo"]["lastConfigChangeAt"], version.as_str());
 
     // Scale down: youngest first, the first two stay.
@@ -594,9 +594,14 @@ async fn health_checks_gate_deployments_and_show_in_the_task() {
     };
     let mut def = app("/hc", &cmd, 1);
     def["healthChecks"] = check(&marker);
-    let (status, _, headers) = svc.request("POST", "/v2/apps", Some(&def.to_string())).await;
+    let (status, _, headers) = svc
+        .request("POST", "/v2/apps", Some(&def.to_string()))
+        .await;
     assert_eq!(status, 201);
-    let deployment = headers["marathon-deployment-id"].to_str().unwrap().to_string();
+    let deployment = headers["marathon-deployment-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     // Running, but not healthy yet: the deployment waits.
     svc.wait_app("the task to run", "/hc", |a| running(a).len() == 1)
         .await;
@@ -608,8 +613,7 @@ async fn health_checks_gate_deployments_and_show_in_the_task() {
     std::fs::write(&marker, b"").unwrap();
     let a = svc
         .wait_app("the task healthy and the deployment done", "/hc", |a| {
-            a["tasksHealthy"] == 1
-                && a["deployments"].as_array().is_some_and(|d| d.is_empty())
+            a["tasksHealthy"] == 1 && a["deployments"].as_array().is_some_and(|d| d.is_empty())
         })
         .await;
     let results = &a["tasks"][0]["healthCheckResults"];
@@ -623,7 +627,10 @@ async fn health_checks_gate_deployments_and_show_in_the_task() {
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let a = svc.app("/hc").await;
-    assert!(task_ids(&a).contains(&old[0]), "the old instance stays: {a}");
+    assert!(
+        task_ids(&a).contains(&old[0]),
+        "the old instance stays: {a}"
+    );
     assert_eq!(a["deployments"].as_array().unwrap().len(), 1, "{a}");
     // Unhealthy: the old instance's check fails once the marker is gone.
     std::fs::remove_file(&marker).unwrap();

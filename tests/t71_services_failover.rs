@@ -63,7 +63,7 @@ async fn an_agent_killed_has_its_instances_replaced_elsewhere_and_none_extra_whe
     master.core.agent_heartbeat_interval = Duration::from_millis(400);
     let cluster = Cluster::start(master, &[]).await;
     let dir = cluster.dir.path().to_path_buf();
-    let mut agents = vec![
+    let mut agents = [
         Some(spawn_named_agent(&cluster.addr(), &dir.join("a"), "host-a").await),
         Some(spawn_named_agent(&cluster.addr(), &dir.join("b"), "host-b").await),
     ];

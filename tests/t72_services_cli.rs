@@ -67,7 +67,11 @@ async fn apps_are_deployed_scaled_rolled_back_and_deleted_from_the_cli() {
     // A change of configuration, then back to the version before it.
     let update = cluster.dir.path().join("env.json");
     std::fs::write(&update, r#"{"env": {"MODE": "b"}}"#).unwrap();
-    let (code, out) = agora(&svc, &["apps", "update", "/team/web", update.to_str().unwrap()]).await;
+    let (code, out) = agora(
+        &svc,
+        &["apps", "update", "/team/web", update.to_str().unwrap()],
+    )
+    .await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(svc.app("/team/web").await["env"]["MODE"], "b");
     let (code, out) = agora(&svc, &["apps", "rollback", "/team/web"]).await;
@@ -79,7 +83,11 @@ async fn apps_are_deployed_scaled_rolled_back_and_deleted_from_the_cli() {
     let (code, out) = agora(&svc, &["apps", "restart", "/team/web"]).await;
     assert_eq!(code, 0, "{out}");
     let restarted = svc.app("/team/web").await;
-    assert!(task_ids(&restarted).iter().all(|t| !task_ids(&back).contains(t)));
+    assert!(
+        task_ids(&restarted)
+            .iter()
+            .all(|t| !task_ids(&back).contains(t))
+    );
 
     // Kill one task with --scale: two left.
     let victim = task_ids(&restarted)[0].clone();
@@ -114,17 +122,22 @@ async fn a_rolled_back_deployment_exits_nonzero_and_bad_input_says_why() {
         &["apps", "update", "/big", file.to_str().unwrap()],
         &[("AGORA_SERVICES", svc.url.as_str())],
     );
-    let deployment = common::eventually("the deployment to be listed", common::DEADLINE, || async {
-        let list = svc.get("/v2/deployments").await;
-        list.as_array()?.first()?["id"].as_str().map(str::to_string)
-    })
-    .await;
+    let deployment =
+        common::eventually("the deployment to be listed", common::DEADLINE, || async {
+            let list = svc.get("/v2/deployments").await;
+            list.as_array()?.first()?["id"].as_str().map(str::to_string)
+        })
+        .await;
     let (code, out) = agora(&svc, &["deployments", "cancel", &deployment]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("Rolling deployment"), "{out}");
     let code = follower.exit_code().await;
     assert_eq!(code, 1, "{}", follower.text());
-    assert!(follower.text().contains("rolled back"), "{}", follower.text());
+    assert!(
+        follower.text().contains("rolled back"),
+        "{}",
+        follower.text()
+    );
 
     // Bad input: the API's reasons, and a failure exit.
     let bad = cluster.dir.path().join("bad.json");
