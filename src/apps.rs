@@ -151,8 +151,41 @@ fn what_runs(app: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// A number as people write it: `64`, `0.1`.
+fn num(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        Some(f) => format!("{f}"),
+        None => text(v),
+    }
+}
+
+/// At most `n` characters, with `...` when cut.
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!(
+            "{}...",
+            s.chars().take(n.saturating_sub(3)).collect::<String>()
+        )
+    }
+}
+
+/// A task's health: `healthy`, `unhealthy`, or `-` (no checks, or no
+/// verdict yet).
+fn health(task: &Value) -> &'static str {
+    match task["healthCheckResults"][0]["alive"].as_bool() {
+        Some(true) => "healthy",
+        Some(false) => "unhealthy",
+        None => "-",
+    }
+}
+
 fn tasks_table(tasks: &[Value]) -> Table {
-    let mut t = table(&["TASK", "STATE", "HOST", "PORTS", "VERSION", "STARTED"]);
+    let mut t = table(&[
+        "TASK", "STATE", "HEALTH", "HOST", "PORTS", "VERSION", "STARTED",
+    ]);
     for task in tasks {
         let ports: Vec<String> = task["ports"]
             .as_array()
@@ -163,6 +196,7 @@ fn tasks_table(tasks: &[Value]) -> Table {
         t.add_row(vec![
             text(&task["id"]),
             text(&task["state"]),
+            health(task).to_string(),
             text(&task["host"]),
             if ports.is_empty() {
                 "-".into()
@@ -226,6 +260,7 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<ExitCode> {
                 "ID",
                 "INSTANCES",
                 "RUNNING",
+                "HEALTHY",
                 "CPUS",
                 "MEM",
                 "DEPLOYING",
@@ -238,11 +273,16 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<ExitCode> {
                     text(&a["id"]),
                     text(&a["instances"]),
                     text(&a["tasksRunning"]),
-                    text(&a["cpus"]),
-                    text(&a["mem"]),
+                    if a["healthChecks"].as_array().is_some_and(|h| !h.is_empty()) {
+                        text(&a["tasksHealthy"])
+                    } else {
+                        "-".into()
+                    },
+                    num(&a["cpus"]),
+                    num(&a["mem"]),
                     if deploying { "yes" } else { "-" }.to_string(),
                     time(&a["version"]),
-                    what_runs(a),
+                    clip(&what_runs(a), 48),
                 ]);
             }
             println!("{t}");
@@ -263,11 +303,18 @@ pub async fn run(cmd: AppsCommand) -> anyhow::Result<ExitCode> {
                 text(&a["tasksRunning"]),
                 text(&a["tasksStaged"])
             );
+            if a["healthChecks"].as_array().is_some_and(|h| !h.is_empty()) {
+                println!(
+                    "Health:      {} healthy, {} unhealthy",
+                    text(&a["tasksHealthy"]),
+                    text(&a["tasksUnhealthy"])
+                );
+            }
             println!(
                 "Resources:   cpus {} mem {} disk {}",
-                text(&a["cpus"]),
-                text(&a["mem"]),
-                text(&a["disk"])
+                num(&a["cpus"]),
+                num(&a["mem"]),
+                num(&a["disk"])
             );
             println!("Version:     {}", time(&a["version"]));
             println!(
@@ -665,6 +712,19 @@ mod tests {
         assert!(matches!(outcome_of(failed, "d1"), Some(Outcome::Failed)));
         let step = "event:deployment_step_success\ndata:{\"plan\":{\"id\":\"d1\"}}\n\n";
         assert!(outcome_of(step, "d1").is_none());
+    }
+
+    #[test]
+    fn numbers_and_clipping() {
+        assert_eq!(num(&json!(64.0)), "64");
+        assert_eq!(num(&json!(0.1)), "0.1");
+        assert_eq!(clip("abcdef", 5), "ab...");
+        assert_eq!(clip("abc", 5), "abc");
+        assert_eq!(
+            health(&json!({"healthCheckResults": [{"alive": false}]})),
+            "unhealthy"
+        );
+        assert_eq!(health(&json!({"healthCheckResults": []})), "-");
     }
 
     #[test]

@@ -429,7 +429,8 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("Try:");
     println!("  agora execute --master {addr} --name hello --command 'echo hello from agora'");
     println!("  agora tasks --master {addr} --all");
-    println!("  agora jobs --batch {} list", batch.url());
+    println!("  agora apps list --services {}", services.url());
+    println!("  agora jobs list --batch {}", batch.url());
     println!(
         "Press Ctrl-C to stop (running tasks keep running and are recovered on the next start)."
     );
