@@ -36,6 +36,14 @@ pub enum Command {
     Frameworks(ListArgs),
     /// List tasks.
     Tasks(TasksArgs),
+    /// Run the services framework (long-running apps, Marathon's REST API).
+    Services(ServicesArgs),
+    /// Manage apps of the services framework: list, show, deploy, update, scale, restart, rollback, delete, tasks, kill.
+    #[command(subcommand)]
+    Apps(crate::apps::AppsCommand),
+    /// The services framework's deployments: list, cancel (roll back).
+    #[command(subcommand)]
+    Deployments(crate::apps::DeploymentsCommand),
     /// Run the batch framework (one-off and cron jobs, REST API in Metronome's shape).
     Batch(BatchArgs),
     /// Manage batch jobs: list, show, create, update, run, runs, logs, stop, delete.
@@ -162,6 +170,9 @@ pub struct DevArgs {
     /// The agent's HTTP address.
     #[arg(long, env = "AGORA_AGENT_LISTEN", default_value = "127.0.0.1:5051")]
     pub agent_listen: SocketAddr,
+    /// The services framework's REST API (Marathon's; port 0: any free port).
+    #[arg(long, env = "AGORA_SERVICES_LISTEN", default_value = "127.0.0.1:8080")]
+    pub services_listen: SocketAddr,
     /// The batch framework's REST API.
     #[arg(long, env = "AGORA_BATCH_LISTEN", default_value = "127.0.0.1:9000")]
     pub batch_listen: SocketAddr,
@@ -216,6 +227,37 @@ pub struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long, env = "AGORA_JSON")]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServicesArgs {
+    /// The master: host:port, or zk://host:port,.../path to follow the
+    /// leading master through ZooKeeper.
+    #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
+    pub master: String,
+    /// Address of the REST API (port 0: any free port).
+    #[arg(long, env = "AGORA_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Run as one of several instances electing a leader through ZooKeeper,
+    /// e.g. `zk://h1:2181,h2:2181/agora-services`; apps, deployments and
+    /// instances then live in ZooKeeper (`<path>-registry`).
+    #[arg(long, env = "AGORA_ZK")]
+    pub zk: Option<String>,
+    /// ZooKeeper session timeout: a dead leader is replaced after about this long.
+    #[arg(long, env = "AGORA_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub zk_session_timeout: Duration,
+    /// Without --zk: where the store (`services/store.redb`) is kept.
+    #[arg(long, env = "AGORA_DATA_DIR", default_value = "/var/lib/agora")]
+    pub data_dir: PathBuf,
+    /// The role whose resources apps use (besides unreserved ones).
+    #[arg(long, env = "AGORA_ROLE", default_value = "*")]
+    pub role: String,
+    /// How long the master keeps the framework's tasks while no instance is connected.
+    #[arg(long, env = "AGORA_FAILOVER_TIMEOUT", default_value = "168h", value_parser = parse_duration)]
+    pub failover_timeout: Duration,
+    /// How often every task's state is asked of the master, to heal a missed update.
+    #[arg(long, env = "AGORA_RECONCILIATION_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub reconciliation_interval: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use comfy_table::{Table, presets::NOTHING};
+use comfy_table::Table;
 use serde_json::Value;
+
+use crate::rest::{Client, print_json, read_json, table, text, time};
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
@@ -89,135 +91,11 @@ pub struct JobsCommon {
     pub json: bool,
 }
 
-struct Client {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Client {
-    fn new(common: &JobsCommon) -> anyhow::Result<Client> {
-        let b = common.batch.trim().trim_end_matches('/');
-        let base = if b.starts_with("http://") || b.starts_with("https://") {
-            b.to_string()
-        } else {
-            format!("http://{b}")
-        };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(Client { base, http })
-    }
-
-    async fn send(
-        &self,
-        req: reqwest::RequestBuilder,
-        what: &str,
-    ) -> anyhow::Result<reqwest::Response> {
-        let resp = req.send().await.with_context(|| {
-            format!(
-                "cannot reach the batch framework at {}; is it running? (--batch)",
-                self.base
-            )
-        })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        let body = resp.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<Value>(&body)
-            .ok()
-            .map(|v| {
-                let mut m = v["message"].as_str().unwrap_or(&body).to_string();
-                for d in v["details"].as_array().into_iter().flatten() {
-                    let errors: Vec<&str> = d["errors"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
-                    m.push_str(&format!(
-                        "\n  {}: {}",
-                        d["path"].as_str().unwrap_or(""),
-                        errors.join("; ")
-                    ));
-                }
-                m
-            })
-            .unwrap_or(body);
-        bail!("{what}: {status}: {message}")
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .send(self.http.get(&url), &format!("GET {path}"))
-            .await?;
-        Ok(resp.json().await?)
-    }
-
-    async fn send_json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method.clone(), &url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = self.send(req, &format!("{method} {path}")).await?;
-        Ok(resp.json().await.unwrap_or(Value::Null))
-    }
-}
-
-fn read_json(file: &str) -> anyhow::Result<Value> {
-    let text = if file == "-" {
-        std::io::read_to_string(std::io::stdin()).context("reading the job from stdin")?
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
-    };
-    serde_json::from_str(&text).with_context(|| format!("{file} is not valid JSON"))
-}
-
 /// `JOB/RUN` into its parts.
 fn split_run(run: &str) -> anyhow::Result<(&str, &str)> {
     match run.split_once('/') {
         Some((j, r)) if !j.is_empty() && !r.is_empty() => Ok((j, r)),
         _ => bail!("`{run}`: name a run as JOB/RUN, e.g. nightly/20250301020000"),
-    }
-}
-
-fn print_json(v: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_style(NOTHING);
-    t.set_header(header.iter().map(|h| h.to_string()));
-    t
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// `2025-03-01T02:00:00.123Z` shortened to the second.
-fn time(v: &Value) -> String {
-    match v.as_str() {
-        Some(s) => s
-            .split('.')
-            .next()
-            .unwrap_or(s)
-            .trim_end_matches('Z')
-            .replace('T', " "),
-        None => "-".into(),
     }
 }
 
@@ -278,7 +156,7 @@ fn runs_table(runs: &[Value]) -> Table {
 pub async fn run(cmd: JobsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         JobsCommand::List(common) => {
-            let c = Client::new(&common)?;
+            let c = Client::new(&common.batch, "the batch framework", "--batch")?;
             let jobs = c
                 .get("/v1/jobs?embed=schedules,activeRuns,historySummary")
                 .await?;
@@ -307,7 +185,7 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         JobsCommand::Show { id, common } => {
-            let c = Client::new(&common)?;
+            let c = Client::new(&common.batch, "the batch framework", "--batch")?;
             let job = c
                 .get(&format!(
                     "/v1/jobs/{id}?embed=schedules,activeRuns,historySummary"
@@ -374,7 +252,7 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         JobsCommand::Create { file, common } => {
-            let c = Client::new(&common)?;
+            let c = Client::new(&common.batch, "the batch framework", "--batch")?;
             let job = c
                 .send_json(reqwest::Method::POST, "/v1/jobs", Some(read_json(&file)?))
                 .await?;
@@ -389,7 +267,7 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         JobsCommand::Update { id, file, common } => {
-            let c = Client::new(&common)?;
+            let c = Client::new(&common.batch, "the batch framework", "--batch")?;
             let job = c
                 .send_json(
                     reqwest::Method::PUT,
@@ -408,7 +286,7 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         JobsCommand::Run { id, wait, common } => {
-            let c = Client::new(&common)?;
+            let c = Client::new(&common.batch, "the batch framework", "--batch")?;
             let run = c
                 .send_json(reqwest::Method::POST, &format!("/v1/jobs/{id}/runs"), None)
                 .await?;
@@ -423,7 +301,7 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             }
         }
         JobsCommand::Runs { id, common } => {
-            let c = Client::new(&common)?;
+            let c = Client::new(&common.batch, "the batch framework", "--batch")?;
             let runs = c.get(&format!("/v1/jobs/{id}/runs")).await?;
             if common.json {
                 print_json(&runs)?;
@@ -440,12 +318,12 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             stream,
             common,
         } => {
-            let c = Client::new(&common)?;
+            let c = Client::new(&common.batch, "the batch framework", "--batch")?;
             let (job, run_id) = split_run(&run)?;
             logs(&c, job, run_id, &stream, follow).await?;
         }
         JobsCommand::Stop { run, common } => {
-            let c = Client::new(&common)?;
+            let c = Client::new(&common.batch, "the batch framework", "--batch")?;
             let (job, run_id) = split_run(&run)?;
             let r = c
                 .send_json(
@@ -465,7 +343,7 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<ExitCode> {
             stop_runs,
             common,
         } => {
-            let c = Client::new(&common)?;
+            let c = Client::new(&common.batch, "the batch framework", "--batch")?;
             let path = if stop_runs {
                 format!("/v1/jobs/{id}?stopCurrentJobRuns=true")
             } else {
@@ -600,14 +478,5 @@ mod tests {
         assert_eq!(split_run("a.b/2025").unwrap(), ("a.b", "2025"));
         assert!(split_run("a.b").is_err());
         assert!(split_run("/x").is_err());
-    }
-
-    #[test]
-    fn times_are_shortened() {
-        assert_eq!(
-            time(&Value::from("2025-03-01T02:00:00.123Z")),
-            "2025-03-01 02:00:00"
-        );
-        assert_eq!(time(&Value::Null), "-");
     }
 }

@@ -2,8 +2,10 @@
 //! libraries. Bad flags or configuration exit with status 64 (EX_USAGE)
 //! before any port is bound.
 
+mod apps;
 mod cli;
 mod jobs;
+mod rest;
 mod tables;
 
 use std::io::IsTerminal;
@@ -14,7 +16,9 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use cli::{AgentArgs, BatchArgs, Cli, Command, DevArgs, DockerArgs, ExecuteArgs, MasterArgs};
+use cli::{
+    AgentArgs, BatchArgs, Cli, Command, DevArgs, DockerArgs, ExecuteArgs, MasterArgs, ServicesArgs,
+};
 
 /// mimalloc: the master allocates and frees many small objects per offer,
 /// launch and status update; glibc's malloc takes several times longer and
@@ -64,7 +68,11 @@ fn main() -> ExitCode {
     // own output stays readable.
     let server = matches!(
         cli.command,
-        Command::Master(_) | Command::Agent(_) | Command::Dev(_) | Command::Batch(_)
+        Command::Master(_)
+            | Command::Agent(_)
+            | Command::Dev(_)
+            | Command::Batch(_)
+            | Command::Services(_)
     );
     init_logging(if server { "info" } else { "warn" });
     let runtime = match tokio::runtime::Runtime::new() {
@@ -166,12 +174,19 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", tables::tasks(&tasks));
             }
         }
+        Command::Services(args) => {
+            let config = services_config(&args)?;
+            let shutdown = shutdown_on_signals();
+            agora_services::run(config, shutdown).await?;
+        }
         Command::Batch(args) => {
             let config = batch_config(&args)?;
             let shutdown = shutdown_on_signals();
             agora_batch::run(config, shutdown).await?;
         }
         Command::Jobs(cmd) => return jobs::run(cmd).await,
+        Command::Apps(cmd) => return apps::run(cmd).await,
+        Command::Deployments(cmd) => return apps::run_deployments(cmd).await,
         Command::Bench(bench) => agora_bench::run(bench).await?,
         Command::TaskSupervisor { .. } => unreachable!("handled before the runtime starts"),
     }
@@ -217,6 +232,39 @@ fn master_config(args: &MasterArgs) -> anyhow::Result<agora_master::MasterConfig
     config.core.allocation_interval = args.allocation_interval;
     config.core.offer_timeout = args.offer_timeout;
     config.validate().map_err(usage)?;
+    Ok(config)
+}
+
+fn services_config(args: &ServicesArgs) -> anyhow::Result<agora_services::ServicesConfig> {
+    if agora_coord::ZkUrl::is_zk(&args.master) {
+        agora_coord::ZkUrl::parse(&args.master).map_err(|e| usage(format!("--master: {e}")))?;
+    }
+    let mut config = agora_services::ServicesConfig::new(&args.master, args.listen);
+    let dir = args.data_dir.join("services");
+    match &args.zk {
+        Some(url) => {
+            let url = agora_coord::ZkUrl::parse(url).map_err(|e| usage(format!("--zk: {e}")))?;
+            config.store = agora_framework_kit::store::StoreBackend::Zk {
+                url: url.clone(),
+                session_timeout: args.zk_session_timeout,
+            };
+            config.election = agora_framework_kit::election::Election::Zk {
+                url,
+                session_timeout: args.zk_session_timeout,
+            };
+        }
+        None => {
+            config.store = agora_framework_kit::store::StoreBackend::File(dir.join("store.redb"));
+        }
+    }
+    config.role = args.role.clone();
+    config.failover_timeout = args.failover_timeout;
+    config.controller.tracker.periodic_reconcile = args.reconciliation_interval;
+    config.validate().map_err(usage)?;
+    if args.zk.is_none() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     Ok(config)
 }
 
@@ -324,6 +372,14 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         args.data_dir.join("batch").join("store.redb"),
     );
     batch.validate().map_err(usage)?;
+    let mut services =
+        agora_services::ServicesConfig::new(stand_in.to_string(), args.services_listen);
+    services.store = agora_framework_kit::store::StoreBackend::File(
+        args.data_dir.join("services").join("store.redb"),
+    );
+    services.validate().map_err(usage)?;
+    std::fs::create_dir_all(args.data_dir.join("services"))
+        .with_context(|| format!("cannot create {}", args.data_dir.join("services").display()))?;
     std::fs::create_dir_all(args.data_dir.join("batch"))
         .with_context(|| format!("cannot create {}", args.data_dir.join("batch").display()))?;
 
@@ -336,6 +392,10 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let agent = agora_agent::start(agent, shutdown.clone())
         .await
         .context("starting the agent")?;
+    services.master = addr.to_string();
+    let services = agora_services::start(services, shutdown.clone())
+        .await
+        .context("starting the services framework")?;
     batch.master = addr.to_string();
     let batch = agora_batch::start(batch, shutdown.clone())
         .await
@@ -346,6 +406,11 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  master (gRPC + HTTP): http://{addr}   state: http://{addr}/state");
     println!("  agent:                http://{}", agent.http_addr());
+    println!(
+        "  services (apps):      {}   API: {}/v2/apps",
+        services.url(),
+        services.url()
+    );
     println!(
         "  batch (jobs):         {}   API: {}/v1/jobs",
         batch.url(),
@@ -364,11 +429,13 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!("Try:");
     println!("  agora execute --master {addr} --name hello --command 'echo hello from agora'");
     println!("  agora tasks --master {addr} --all");
-    println!("  agora jobs --batch {} list", batch.url());
+    println!("  agora apps list --services {}", services.url());
+    println!("  agora jobs list --batch {}", batch.url());
     println!(
         "Press Ctrl-C to stop (running tasks keep running and are recovered on the next start)."
     );
     let agent_result = agent.wait().await;
+    services.wait().await;
     batch.wait().await;
     master.wait().await;
     agent_result.context("the agent")?;

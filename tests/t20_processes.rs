@@ -285,6 +285,8 @@ async fn dev_runs_a_whole_cluster_in_one_process() {
             &agent_listen,
             "--batch-listen",
             "127.0.0.1:0",
+            "--services-listen",
+            "127.0.0.1:0",
             "--resources",
             "cpus:2;mem:512",
         ],
@@ -331,6 +333,8 @@ async fn dev_takes_any_free_ports_and_says_which() {
             "127.0.0.1:0",
             "--batch-listen",
             "127.0.0.1:0",
+            "--services-listen",
+            "127.0.0.1:0",
             "--resources",
             "cpus:1;mem:256",
         ],
@@ -346,6 +350,30 @@ async fn dev_takes_any_free_ports_and_says_which() {
     assert!(!batch.ends_with(":0"), "the bound port, not 0: {line}");
     let jobs = common::get_json(&format!("{batch}/v1/jobs")).await;
     assert_eq!(jobs, serde_json::json!([]), "batch serves in agora dev");
+    // "  services (apps):      http://127.0.0.1:PORT   API: ..."
+    let line = dev.wait_line("services (apps):").await;
+    let services = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in: {line}"))
+        .to_string();
+    assert!(!services.ends_with(":0"), "the bound port, not 0: {line}");
+    let apps = common::eventually("services to serve in agora dev", common::DEADLINE, || {
+        let url = format!("{services}/v2/apps");
+        async move {
+            let r = reqwest::get(&url).await.ok()?;
+            if !r.status().is_success() {
+                return None;
+            }
+            r.json::<serde_json::Value>().await.ok()
+        }
+    })
+    .await;
+    assert_eq!(
+        apps,
+        serde_json::json!({"apps": []}),
+        "services serves in agora dev"
+    );
     // "  agora execute --master 127.0.0.1:PORT --name hello ..."
     let line = dev.wait_line("agora execute --master").await;
     let addr = line

@@ -788,6 +788,8 @@ async fn dev_says_which_containerizers_it_uses() {
             &agent,
             "--batch-listen",
             "127.0.0.1:0",
+            "--services-listen",
+            "127.0.0.1:0",
         ];
         if let Some(c) = extra {
             args.extend(["--containerizers", c]);

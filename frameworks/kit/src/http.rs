@@ -3,6 +3,11 @@
 //! * [`leader_only`]: passes on the leader; on a standby, rejects so that
 //!   [`handle_rejection`] answers `307` to the same path and query on the
 //!   leader (`503` while nobody leads).
+//! * [`proxy_to_leader`]: on a standby, forwards the request to the leader
+//!   and streams its answer back (`503` while nobody leads), so clients
+//!   may talk to any instance.
+//! * [`body_bytes`]: a request body of bounded size, with or without a
+//!   `Content-Length`.
 //! * [`EventBus`]: events broadcast to Server-Sent-Event subscribers.
 //! * [`json_error`] and [`handle_rejection`]: every error is JSON
 //!   `{"message": ...}`; bad input is a 4xx, never a 5xx.
@@ -27,7 +32,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
@@ -134,6 +139,11 @@ pub async fn handle_rejection(r: Rejection) -> Result<Response, Infallible> {
         json_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
     } else if let Some(e) = r.find::<reject::InvalidQuery>() {
         json_error(StatusCode::BAD_REQUEST, format!("invalid query: {e}"))
+    } else if let Some(e) = r.find::<BodyTooLarge>() {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {} bytes", e.limit),
+        )
     } else if r.find::<reject::PayloadTooLarge>().is_some() {
         json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -163,6 +173,224 @@ pub async fn handle_rejection(r: Rejection) -> Result<Response, Infallible> {
         )
     };
     Ok(reply)
+}
+
+/// Set on a request a standby forwards to the leader. An instance that gets
+/// a forwarded request never forwards it again (two instances that each
+/// think the other leads answer `503` instead of bouncing it).
+pub const FORWARDED_BY: &str = "x-agora-forwarded-by";
+
+/// Headers not passed through a proxy (RFC 9110, 7.6.1), plus the length,
+/// which the proxy's own client sets.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// A body larger than [`body_bytes`] takes (rendered `413` by
+/// [`handle_rejection`]).
+#[derive(Debug)]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+impl warp::reject::Reject for BodyTooLarge {}
+
+/// A request body of at most `limit` bytes: `413` when the declared
+/// `Content-Length` is larger. Unlike warp's `content_length_limit`, a
+/// request without a `Content-Length` (a GET) passes with an empty body.
+pub fn body_bytes(limit: u64) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(move |length: Option<u64>| async move {
+            match length {
+                Some(n) if n > limit => Err(warp::reject::custom(BodyTooLarge { limit })),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+        .and(warp::body::bytes())
+}
+
+/// On the leader: rejects (not found), so that the routes after it (`.or`)
+/// serve the request. On a standby: forwards the request (method, path,
+/// query, headers, body of at most `max_body` bytes) to the leader and
+/// streams the leader's answer back, Server-Sent Events included; `503`
+/// while nobody leads, or when the leader cannot be reached. `me` is this
+/// instance's address, sent in [`FORWARDED_BY`].
+///
+/// ```no_run
+/// # use agora_framework_kit::{election::Role, http};
+/// # use warp::Filter;
+/// # fn routes(role: tokio::sync::watch::Receiver<Role>) {
+/// let ping = warp::path!("ping").map(|| "pong");
+/// let apps = warp::path!("v2" / "apps").map(|| "the leader's apps");
+/// let api = ping
+///     .or(http::proxy_to_leader(role, reqwest::Client::new(), "10.0.0.1:8080".into(), 1 << 20))
+///     .or(apps)
+///     .recover(http::handle_rejection);
+/// # }
+/// ```
+pub fn proxy_to_leader(
+    role: watch::Receiver<Role>,
+    client: reqwest::Client,
+    me: String,
+    max_body: u64,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    let not_leading = warp::any().and_then(move || {
+        let role = role.borrow().clone();
+        async move {
+            match role {
+                Role::Leading => Err(warp::reject::not_found()),
+                Role::Standby { leader } => Ok(leader),
+                Role::Starting => Ok(None),
+            }
+        }
+    });
+    not_leading
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(
+            warp::query::raw()
+                .map(Some)
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |leader: Option<String>,
+                  method: warp::http::Method,
+                  path: warp::path::FullPath,
+                  query: Option<String>,
+                  headers: warp::http::HeaderMap,
+                  body| {
+                let client = client.clone();
+                let me = me.clone();
+                async move {
+                    // Once not leading, every answer comes from here (a
+                    // rejection would let the leader's routes serve).
+                    let Some(body) = read_at_most(body, max_body).await else {
+                        return json_error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("the body is larger than {max_body} bytes"),
+                        );
+                    };
+                    let Some(leader) = leader else {
+                        return json_error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "no instance leads at the moment (an election is under way); retry shortly",
+                        );
+                    };
+                    if headers.contains_key(FORWARDED_BY) {
+                        return json_error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "this instance does not lead either (it takes {leader} for the leader); retry shortly"
+                            ),
+                        );
+                    }
+                    let url = match query {
+                        Some(q) if !q.is_empty() => format!("http://{leader}{}?{q}", path.as_str()),
+                        _ => format!("http://{leader}{}", path.as_str()),
+                    };
+                    forward(&client, method, url, headers, body, &me, &leader).await
+                }
+            },
+        )
+}
+
+/// The whole body, or `None` once it is larger than `limit` bytes (or
+/// cannot be read).
+async fn read_at_most<S, B>(body: S, limit: u64) -> Option<bytes::Bytes>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>>,
+    B: bytes::Buf,
+{
+    use futures::StreamExt;
+    let mut out = bytes::BytesMut::new();
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.ok()?;
+        if (out.len() + chunk.remaining()) as u64 > limit {
+            return None;
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            let n = part.len();
+            out.extend_from_slice(part);
+            chunk.advance(n);
+        }
+    }
+    Some(out.freeze())
+}
+
+/// Sends the request on to the leader and streams its answer back.
+async fn forward(
+    client: &reqwest::Client,
+    method: warp::http::Method,
+    url: String,
+    headers: warp::http::HeaderMap,
+    body: bytes::Bytes,
+    me: &str,
+    leader: &str,
+) -> Response {
+    let mut request = client.request(method, &url);
+    for (name, value) in headers.iter() {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            request = request.header(name, value);
+        }
+    }
+    request = request.header(FORWARDED_BY, me);
+    if !body.is_empty() {
+        request = request.body(body);
+    }
+    let mut answer = match request.send().await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(%url, "cannot forward a request to the leader: {e}");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the leader at {leader} cannot be reached ({e}); retry shortly"),
+            );
+        }
+    };
+    let status = answer.status();
+    let answer_headers = answer.headers().clone();
+    // The answer's body streams through a channel: an event stream never
+    // ends, and the client's hang-up ends the copy.
+    let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        loop {
+            match answer.chunk().await {
+                Ok(Some(chunk)) => {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e))).await;
+                    return;
+                }
+            }
+        }
+    });
+    let mut reply =
+        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(rx)).into_response();
+    *reply.status_mut() = status;
+    for (name, value) in answer_headers.iter() {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            reply.headers_mut().append(name, value.clone());
+        }
+    }
+    reply
 }
 
 /// One event, serialized once for every subscriber.
@@ -234,30 +462,47 @@ impl<T: Serialize> EventBus<T> {
     /// Like [`reply`](Self::reply), with `first` sent to this subscriber
     /// only before anything else (e.g. Marathon's `event_stream_attached`).
     pub fn reply_with(&self, first: Vec<(String, T)>) -> impl Reply + use<T> {
+        self.reply_filtered(first, |_| true)
+    }
+
+    /// Like [`reply_with`](Self::reply_with), sending only the events whose
+    /// kind `wanted` accepts (e.g. Marathon's `?event_type=` filter).
+    pub fn reply_filtered<F>(&self, first: Vec<(String, T)>, wanted: F) -> impl Reply + use<T, F>
+    where
+        F: Fn(&str) -> bool + Send + Sync + 'static,
+    {
         let rx = self.tx.subscribe();
+        let wanted = Arc::new(wanted);
         let first: Vec<Result<warp::sse::Event, Infallible>> = first
             .into_iter()
+            .filter(|(kind, _)| wanted(kind))
             .filter_map(|(kind, event)| {
                 let data = serde_json::to_string(&event).ok()?;
                 Some(Ok(warp::sse::Event::default().event(kind).data(data)))
             })
             .collect();
-        let live = futures::stream::unfold(Some(rx), |rx| async move {
-            let mut rx = rx?;
-            match rx.recv().await {
-                Ok(p) => Some((
-                    Ok(warp::sse::Event::default()
-                        .event(p.kind.clone())
-                        .data(p.data.clone())),
-                    Some(rx),
-                )),
-                Err(broadcast::error::RecvError::Lagged(n)) => Some((
-                    Ok(warp::sse::Event::default().comment(format!(
-                        "this stream fell {n} events behind and ends; reconnect"
-                    ))),
-                    None,
-                )),
-                Err(broadcast::error::RecvError::Closed) => None,
+        let live = futures::stream::unfold(Some(rx), move |rx| {
+            let wanted = wanted.clone();
+            async move {
+                let mut rx = rx?;
+                loop {
+                    return match rx.recv().await {
+                        Ok(p) if !wanted(&p.kind) => continue,
+                        Ok(p) => Some((
+                            Ok(warp::sse::Event::default()
+                                .event(p.kind.clone())
+                                .data(p.data.clone())),
+                            Some(rx),
+                        )),
+                        Err(broadcast::error::RecvError::Lagged(n)) => Some((
+                            Ok(warp::sse::Event::default().comment(format!(
+                                "this stream fell {n} events behind and ends; reconnect"
+                            ))),
+                            None,
+                        )),
+                        Err(broadcast::error::RecvError::Closed) => None,
+                    };
+                }
             }
         });
         let stream = futures::StreamExt::chain(futures::stream::iter(first), live);

@@ -9,13 +9,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
-use warp::http::StatusCode;
+use warp::Filter;
 use warp::reply::Response;
-use warp::{Filter, Reply};
+
+use agora_framework_kit::election::Role;
+use agora_framework_kit::http::{body_bytes, handle_rejection, proxy_to_leader};
 
 use crate::command::Command;
 use crate::events::{Event, EventBus};
@@ -27,15 +28,6 @@ use crate::state::{AppChange, State};
 use crate::store::Records;
 use crate::time;
 use crate::validation::{self, Context};
-
-/// Who leads the framework's instances, as the API sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Leadership {
-    /// This instance leads (and has loaded its state).
-    Leading,
-    /// Another instance leads, at this `host:port` (if known).
-    Standby(Option<String>),
-}
 
 /// Static facts for `/v2/info`.
 #[derive(Debug, Clone)]
@@ -60,7 +52,13 @@ pub struct Handle {
     pub info: Arc<Info>,
     pub ctx: Context,
     pub metrics: Arc<Metrics>,
-    pub leadership: watch::Receiver<Leadership>,
+    /// This instance's role in the election.
+    pub role: watch::Receiver<Role>,
+    /// True while this instance leads and has loaded its state: the
+    /// leader's routes are served only then.
+    pub serving: watch::Receiver<bool>,
+    /// Forwards a standby's requests to the leader.
+    pub proxy: reqwest::Client,
 }
 
 /// Most bytes a request body may have.
@@ -142,11 +140,18 @@ impl Handle {
 
 /// Every route. `remote` is the peer (for event-stream attachment events).
 pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    // A standby forwards what it does not answer itself to the leader.
+    let forward = proxy_to_leader(
+        h.role.clone(),
+        h.proxy.clone(),
+        h.info.advertise.clone(),
+        MAX_BODY,
+    );
     let with = warp::any().map(move || h.clone());
     let query = warp::query::<Vec<(String, String)>>()
         .or(warp::any().map(Vec::new))
         .unify();
-    let body = warp::body::content_length_limit(MAX_BODY).and(warp::body::bytes());
+    let body = body_bytes(MAX_BODY);
 
     let ping = warp::path!("ping").and(warp::get()).map(|| {
         response()
@@ -161,10 +166,10 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
     let leader = warp::path!("v2" / "leader")
         .and(warp::get())
         .and(with.clone())
-        .map(|h: Handle| match &*h.leadership.borrow() {
-            Leadership::Leading => json_reply(200, &json!({"leader": h.info.advertise})),
-            Leadership::Standby(Some(l)) => json_reply(200, &json!({"leader": l})),
-            Leadership::Standby(None) => refusal(Refusal::not_found("There is no leader")),
+        .map(|h: Handle| match &*h.role.borrow() {
+            Role::Leading => json_reply(200, &json!({"leader": h.info.advertise})),
+            Role::Standby { leader: Some(l) } => json_reply(200, &json!({"leader": l})),
+            _ => refusal(Refusal::not_found("There is no leader")),
         });
     let metrics = warp::path!("metrics")
         .and(warp::get())
@@ -189,7 +194,7 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .and(warp::path::tail())
         .and(warp::method())
         .and(query)
-        .and(body)
+        .and(body.clone())
         .and(warp::header::optional::<String>("x-forwarded-for"))
         .and(warp::addr::remote())
         .and(with.clone())
@@ -228,7 +233,7 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
     let tasks_delete = warp::path!("v2" / "tasks" / "delete")
         .and(warp::post())
         .and(query)
-        .and(body)
+        .and(body.clone())
         .and(with.clone())
         .then(
             |q: Vec<(String, String)>, body: Bytes, h: Handle| async move {
@@ -278,7 +283,7 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
             .and(warp::path::tail())
             .and(warp::method())
             .and(query)
-            .and(body)
+            .and(body.clone())
             .and(with.clone())
             .then(
                 |tail: warp::path::Tail,
@@ -366,64 +371,26 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .unify()
         .or(events)
         .unify();
-    let leader_gate = warp::any()
-        .and(with.clone())
-        .and(warp::path::full())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and_then(
-            |h: Handle, path: warp::path::FullPath, raw_query: String| async move {
-                match &*h.leadership.borrow() {
-                    Leadership::Leading => Err(warp::reject::not_found()),
-                    Leadership::Standby(Some(leader)) => {
-                        let q = if raw_query.is_empty() {
-                            String::new()
-                        } else {
-                            format!("?{raw_query}")
-                        };
-                        let location = format!("http://{leader}{}{q}", path.as_str());
-                        Ok::<_, warp::Rejection>(
-                            response()
-                                .status(StatusCode::TEMPORARY_REDIRECT)
-                                .header("location", location)
-                                .body(body_of(Vec::new()))
-                                .expect("response"),
-                        )
-                    }
-                    Leadership::Standby(None) => Ok(refusal(Refusal::unavailable(
-                        "no instance of the services framework leads right now; try again shortly",
-                    ))),
-                }
-            },
-        );
+    // The leader serves once it has loaded its state.
+    let loading = with.clone().and_then(|h: Handle| async move {
+        if *h.serving.borrow() {
+            Err(warp::reject::not_found())
+        } else {
+            Ok::<_, warp::Rejection>(refusal(Refusal::unavailable(
+                "this instance has just been elected and is loading its state; retry shortly",
+            )))
+        }
+    });
     standby_safe
-        .or(leader_gate)
+        .or(forward)
+        .unify()
+        .or(loading)
         .unify()
         .or(leader_only)
         .unify()
         .recover(handle_rejection)
         .unify()
         .map(|r: Response| r)
-}
-
-/// Turns warp's rejections into JSON answers (never a 5xx for bad input).
-async fn handle_rejection(err: warp::Rejection) -> Result<Response, Infallible> {
-    let r = if err.is_not_found() {
-        Refusal::not_found("no such route; see /openapi.json")
-    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        Refusal::new(405, "method not allowed on this route; see /openapi.json")
-    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
-        Refusal::new(
-            413,
-            format!("the request body is larger than {MAX_BODY} bytes"),
-        )
-    } else if err.find::<warp::reject::InvalidQuery>().is_some() {
-        Refusal::bad_request("malformed query string")
-    } else if err.find::<warp::reject::LengthRequired>().is_some() {
-        Refusal::new(411, "a Content-Length is required")
-    } else {
-        Refusal::bad_request(format!("bad request: {err:?}"))
-    };
-    Ok(refusal(r))
 }
 
 /// `running` / `staging` as Marathon's `status` filter names them.
@@ -437,9 +404,10 @@ fn condition(i: &crate::instance::Instance) -> String {
 
 fn info_json(h: &Handle) -> Value {
     let state = h.state.read();
-    let (elected, leader) = match &*h.leadership.borrow() {
-        Leadership::Leading => (true, Some(h.info.advertise.clone())),
-        Leadership::Standby(l) => (false, l.clone()),
+    let (elected, leader) = match &*h.role.borrow() {
+        Role::Leading => (true, Some(h.info.advertise.clone())),
+        Role::Standby { leader } => (false, leader.clone()),
+        Role::Starting => (false, None),
     };
     let i = &h.info;
     json!({
@@ -459,7 +427,7 @@ fn info_json(h: &Handle) -> Value {
             "local_port_max": *crate::state::SERVICE_PORTS.end(),
             "executor": "//cmd",
             "hostname": i.advertise.rsplit_once(':').map(|(h, _)| h).unwrap_or(&i.advertise),
-            "webui_url": Value::Null,
+            "webui_url": format!("http://{}", i.advertise),
             "mesos_role": i.roles.first().cloned().unwrap_or_else(|| "*".into()),
             "task_launch_timeout": 300000,
             "reconciliation_initial_delay": 0,
@@ -862,36 +830,16 @@ async fn tasks_delete(
     Ok(json_reply(200, &json!({})))
 }
 
-/// `/v2/events`: Server-Sent Events, a keep-alive comment every 15 s.
+/// `/v2/events`: Server-Sent Events (a keep-alive comment every 15 s),
+/// `event_stream_attached` first.
 fn event_stream(h: &Handle, types: BTreeSet<String>, remote: Option<SocketAddr>) -> Response {
     let remote = remote.map(|r| r.ip().to_string()).unwrap_or_default();
-    let rx = h.events.subscribe();
-    let attached = Event::stream_attached(&remote);
+    // The others hear of it; this stream gets it first.
     h.events.publish(Event::stream_attached(&remote));
-    let first = futures::stream::iter([attached]);
-    let wanted = move |e: &Event| types.is_empty() || types.contains(e.kind);
-    let live = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|r| async move {
-        match r {
-            Ok(e) => Some(Some(e)),
-            // Too slow: the missed events are gone; say so and go on.
-            Err(_) => Some(None),
-        }
-    });
-    let stream = first
-        .map(Some)
-        .chain(live)
-        .filter(move |e| futures::future::ready(e.as_ref().is_none_or(&wanted)))
-        .map(|e| {
-            let sse = match e {
-                Some(e) => warp::sse::Event::default()
-                    .event(e.kind)
-                    .data(e.data.to_string()),
-                None => warp::sse::Event::default()
-                    .comment("some events were dropped: this stream fell behind"),
-            };
-            Ok::<_, Infallible>(sse)
-        });
-    warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
+    h.events
+        .reply(Event::stream_attached(&remote), move |kind| {
+            types.is_empty() || types.contains(kind)
+        })
 }
 
 #[cfg(test)]

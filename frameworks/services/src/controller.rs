@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ServicesError;
-use crate::command::Command;
 use crate::app::StoredApp;
+use crate::command::Command;
 use crate::deployment::rolling::{self, Counts};
 use crate::deployment::scale::{self, Candidate};
 use crate::deployment::{ActionKind, Deployment};
@@ -87,10 +87,16 @@ pub struct Controller {
     /// Other records changed but not yet stored.
     pending: Changes,
     last_flush: Instant,
+    /// Whether the master was last told to suppress offers. A new
+    /// subscription always says one or the other at once (the master keeps
+    /// an earlier instance's suppression).
     suppressed: bool,
     /// Set once every known task has answered since the last subscription:
     /// until then nothing is launched or killed (stored states may be old).
     reconciled: bool,
+    /// A store write failed: the term ends (its state is reloaded from the
+    /// store by the next one), nothing decided after it is acted on.
+    failed: Option<ServicesError>,
 }
 
 fn now() -> Millis {
@@ -123,10 +129,14 @@ impl Controller {
             }
         }
         let now_i = Instant::now();
+        let mut pending = Changes::default();
         for o in &orphans {
-            // Instances of apps that no longer exist: known, to be killed.
+            // Instances of apps that no longer exist: killed, and their
+            // records dropped (were this leader to die first, the next one's
+            // reconciliation would find them unknown and kill them too).
             tracker.expect(&o.task_id, Some(o.agent_id.clone()));
             tracker.kill(&o.task_id, now_i);
+            pending.delete(store::shard_key(&o.app_id, store::shard_of(&o.task_id)));
         }
         Controller {
             state,
@@ -139,19 +149,30 @@ impl Controller {
             placed,
             index,
             dirty: BTreeMap::new(),
-            pending: Changes::default(),
+            pending,
             last_flush: Instant::now(),
             suppressed: false,
             reconciled: false,
+            failed: None,
         }
     }
 
-    /// Runs until `stop` (leadership lost, shutdown) or the driver stops.
+    /// Ends the term after a failed store write.
+    fn fail(&mut self, e: ServicesError) {
+        tracing::error!("a store write failed: {e}; this term ends and the state is reloaded");
+        if self.failed.is_none() {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Runs until `stop` (leadership lost, shutdown): `Ok`. A failed store
+    /// write or a stopped driver ends it with the error; the caller starts
+    /// the term again from the store.
     pub async fn run(
         mut self,
         scheduler: Scheduler,
         mut sdk: mpsc::UnboundedReceiver<SdkEvent>,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
         stop: CancellationToken,
     ) -> Result<(), ServicesError> {
         let mut tick = tokio::time::interval(self.config.tick);
@@ -166,25 +187,46 @@ impl Controller {
                     None => break,
                 },
                 ev = sdk.recv() => match ev {
-                    Some(SdkEvent::Stopped { reason }) => {
-                        return Err(ServicesError::Config(format!("the scheduler driver stopped: {reason}")));
-                    }
+                    Some(SdkEvent::Stopped { reason }) => return Err(ServicesError::Stopped(reason)),
                     Some(ev) => self.on_sdk_event(&scheduler, ev).await,
-                    None => return Err(ServicesError::Config("the scheduler driver ended".into())),
+                    None => return Err(ServicesError::Stopped("the driver's events ended".into())),
                 },
                 _ = tick.tick() => {}
                 _ = sleep_until(wake) => {}
+            }
+            if let Some(e) = self.failed.take() {
+                return Err(e);
             }
             self.reconcile(&scheduler);
             if self.last_flush.elapsed() >= self.config.flush_interval {
                 self.flush().await;
             }
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
         }
-        self.flush().await;
+        // Leadership lost or shutting down: what was not stored yet is
+        // learnt again by the next leader's reconciliation (a deposed
+        // leader's fenced store refuses it anyway).
+        let mut rest = std::mem::take(&mut self.pending);
+        {
+            let s = self.state.read();
+            for (app, shards) in std::mem::take(&mut self.dirty) {
+                if let Some(a) = s.apps.get(&app) {
+                    rest.put_shards(&app, shards, a.instances.values());
+                }
+            }
+        }
+        if let Err(e) = self.records.commit(rest).await {
+            tracing::debug!(
+                "the last changes of the term were not stored ({e}); reconciliation learns them again"
+            );
+        }
         Ok(())
     }
 
-    /// Stores the dirty shards and pending records in one batch.
+    /// Stores the dirty shards and pending records in one batch; `false`
+    /// (and the term ends) when the store did not take them.
     async fn flush(&mut self) -> bool {
         self.last_flush = Instant::now();
         let mut changes = std::mem::take(&mut self.pending);
@@ -206,13 +248,13 @@ impl Controller {
         }
         let n = changes.len() as u64;
         match self.records.commit(changes).await {
-            Ok(batches) => {
-                self.metrics.store_batches.inc_by(batches as u64);
+            Ok(()) => {
+                self.metrics.store_batches.inc();
                 self.metrics.store_batch_writes.inc_by(n);
                 true
             }
             Err(e) => {
-                tracing::error!("cannot store instance changes: {e}");
+                self.fail(e);
                 false
             }
         }
@@ -227,7 +269,11 @@ impl Controller {
 
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Deploy { changes, force, reply } => {
+            Command::Deploy {
+                changes,
+                force,
+                reply,
+            } => {
                 let r = self.deploy(changes, force).await;
                 let _ = reply.send(r);
             }
@@ -237,7 +283,10 @@ impl Controller {
                 {
                     let mut s = self.state.write();
                     for (app, task) in tasks {
-                        if let Some(i) = s.apps.get_mut(&app).and_then(|a| a.instances.get_mut(&task))
+                        if let Some(i) = s
+                            .apps
+                            .get_mut(&app)
+                            .and_then(|a| a.instances.get_mut(&task))
                             && i.is_active()
                         {
                             i.killing = true;
@@ -250,7 +299,15 @@ impl Controller {
                 for (app, task) in &killed {
                     self.mark(app, task);
                 }
-                let _ = reply.send(Ok(killed));
+                // Durable before answered: a new leader goes on killing them.
+                let r = if self.flush().await {
+                    Ok(killed)
+                } else {
+                    Err(Refusal::unavailable(
+                        "the kill could not be stored; retry shortly",
+                    ))
+                };
+                let _ = reply.send(r);
             }
             Command::CancelDeployment { id, force, reply } => {
                 let r = self.cancel(id, force).await;
@@ -271,19 +328,35 @@ impl Controller {
         }
     }
 
-    async fn deploy(&mut self, changes: Vec<AppChange>, force: bool) -> Result<(String, Millis), Refusal> {
-        let prepared = self.state.read().prepare(changes, force, now(), &self.ctx)?;
+    async fn deploy(
+        &mut self,
+        changes: Vec<AppChange>,
+        force: bool,
+    ) -> Result<(String, Millis), Refusal> {
+        let prepared = self
+            .state
+            .read()
+            .prepare(changes, force, now(), &self.ctx)?;
         let changes = prepared.changes(&self.state.read());
-        self.records
-            .commit(changes)
-            .await
-            .map_err(|e| Refusal::unavailable(format!("the change could not be stored: {e}")))?;
+        self.store_change(changes).await?;
         let now_i = Instant::now();
         for (_, task) in &prepared.kill {
             self.tracker.kill(task, now_i);
             self.metrics.killed.inc();
         }
+        // Deployments this one replaces (`force`) end as failed.
+        let replaced: Vec<Deployment> = {
+            let s = self.state.read();
+            prepared
+                .cancelled
+                .iter()
+                .filter_map(|id| s.deployments.get(id).cloned())
+                .collect()
+        };
         self.state.write().apply(&prepared);
+        for old in &replaced {
+            self.events.publish(Event::deployment_failed(old));
+        }
         let d = &prepared.deployment;
         self.events.publish(Event::deployment_info(d));
         self.events
@@ -291,7 +364,25 @@ impl Controller {
         Ok((d.id.clone(), d.version))
     }
 
-    async fn cancel(&mut self, id: String, force: bool) -> Result<Option<(String, Millis)>, Refusal> {
+    /// Stores what an API request changes (with whatever else waits to be
+    /// stored, so that nothing older is overwritten later); a failure
+    /// answers 503 and ends the term.
+    async fn store_change(&mut self, changes: Changes) -> Result<(), Refusal> {
+        self.pending.merge(changes);
+        if self.flush().await {
+            Ok(())
+        } else {
+            Err(Refusal::unavailable(
+                "the change could not be stored; nothing was changed; retry shortly",
+            ))
+        }
+    }
+
+    async fn cancel(
+        &mut self,
+        id: String,
+        force: bool,
+    ) -> Result<Option<(String, Millis)>, Refusal> {
         let d = self
             .state
             .read()
@@ -302,10 +393,7 @@ impl Controller {
         if force {
             let mut c = Changes::default();
             c.delete(store::deployment_key(&id));
-            self.records
-                .commit(c)
-                .await
-                .map_err(|e| Refusal::unavailable(format!("the change could not be stored: {e}")))?;
+            self.store_change(c).await?;
             self.state.write().deployments.remove(&id);
             self.events.publish(Event::deployment_failed(&d));
             return Ok(None);
@@ -333,7 +421,11 @@ impl Controller {
     }
 
     /// A deployment that replaces `old` (a rollback).
-    async fn deploy_replacing(&mut self, changes: Vec<AppChange>, old: &Deployment) -> Result<(String, Millis), Refusal> {
+    async fn deploy_replacing(
+        &mut self,
+        changes: Vec<AppChange>,
+        old: &Deployment,
+    ) -> Result<(String, Millis), Refusal> {
         // Apps the deployment removed come back as `Put` of their old
         // definition (they are no longer visible, so a rollback would 404).
         let changes = changes
@@ -350,28 +442,36 @@ impl Controller {
             prepared.cancelled.push(old.id.clone());
         }
         let changes = prepared.changes(&self.state.read());
-        self.records
-            .commit(changes)
-            .await
-            .map_err(|e| Refusal::unavailable(format!("the change could not be stored: {e}")))?;
+        self.store_change(changes).await?;
         self.state.write().apply(&prepared);
-        self.events.publish(Event::deployment_info(&prepared.deployment));
+        self.events
+            .publish(Event::deployment_info(&prepared.deployment));
         Ok((prepared.deployment.id.clone(), prepared.deployment.version))
     }
 
     async fn on_sdk_event(&mut self, scheduler: &Scheduler, ev: SdkEvent) {
         match ev {
-            SdkEvent::Subscribed { framework_id, resubscribed, .. } => {
+            SdkEvent::Subscribed {
+                framework_id,
+                resubscribed,
+                ..
+            } => {
                 tracing::info!(%framework_id, resubscribed, "subscribed");
                 self.state.write().framework_id = Some(framework_id);
                 self.tracker.on_subscribed(Instant::now());
                 self.reconciled = false;
-                self.suppressed = false;
+                // Nothing launches before every known task answered: no
+                // offers until then. Said at once, whatever an earlier
+                // instance left the master thinking.
+                if let Err(e) = scheduler.suppress(Vec::new()) {
+                    tracing::debug!("cannot suppress offers now: {e}");
+                }
+                self.suppressed = true;
             }
             SdkEvent::Offers(offers) => self.on_offers(scheduler, offers).await,
             SdkEvent::Updates(statuses) => self.on_updates(scheduler, statuses).await,
             SdkEvent::Rescind(_) | SdkEvent::Failure { .. } => {}
-            SdkEvent::Error(e) => tracing::warn!("the master refused a call: {e}"),
+            SdkEvent::Error(e) => tracing::warn!("the master says: {e}"),
             SdkEvent::Disconnected { reason, retry_in } => {
                 tracing::warn!(?retry_in, "disconnected from the master: {reason}");
             }
@@ -395,30 +495,46 @@ impl Controller {
             };
             let state = status.state();
             let mut s = self.state.write();
-            let Some(app) = s.apps.get_mut(&app_id) else { continue };
-            let Some(inst) = app.instances.get_mut(&status.task_id) else { continue };
-            let changed = inst.state != state || inst.healthy != status.healthy;
+            let Some(app) = s.apps.get_mut(&app_id) else {
+                continue;
+            };
+            let Some(inst) = app.instances.get_mut(&status.task_id) else {
+                continue;
+            };
+            let health_changed = status.healthy.is_some() && inst.healthy != status.healthy;
+            let changed = inst.state != state
+                || health_changed
+                || (status.ready.is_some() && inst.ready != status.ready);
             inst.state = state;
             if status.healthy.is_some() {
                 inst.healthy = status.healthy;
+            }
+            if status.ready.is_some() {
+                inst.ready = status.ready;
             }
             if state == TaskState::TaskRunning && inst.started_at.is_none() {
                 inst.started_at = Some(time::from_seconds(status.timestamp));
             }
             inst.unreachable_since = match state {
-                TaskState::TaskUnreachable | TaskState::TaskUnknown => inst.unreachable_since.or(Some(now_ms)),
+                TaskState::TaskUnreachable => inst.unreachable_since.or(Some(now_ms)),
                 _ => None,
             };
             if changed {
                 events.push(Event::status_update(inst, &status.message));
                 events.push(Event::instance_changed(inst));
             }
-            if is_terminal(state) {
+            if let (true, Some(alive)) = (health_changed, inst.healthy) {
+                events.push(Event::health_changed(inst, alive));
+            }
+            // The master does not know the task (never launched, or gone
+            // long ago): it is not running anywhere.
+            if is_terminal(state) || state == TaskState::TaskUnknown {
                 let inst = app.instances.remove(&status.task_id).expect("present");
                 self.index.remove(&inst.task_id);
                 self.tracker.forget(&inst.task_id);
                 self.placed.remove(&inst.app_id, &inst.agent_id);
-                let failed = matches!(state, TaskState::TaskFailed | TaskState::TaskError) && !inst.killing;
+                let failed =
+                    matches!(state, TaskState::TaskFailed | TaskState::TaskError) && !inst.killing;
                 if failed {
                     self.metrics.failed.inc();
                     let def = &app.current.definition;
@@ -474,14 +590,26 @@ impl Controller {
         // Requests for every instance waiting to launch.
         let mut requests = Vec::new();
         let mut apps: HashMap<String, StoredApp> = HashMap::new();
+        // The earliest end of a launch backoff: offers are refused until then.
+        let mut delayed_until: Option<Millis> = None;
         {
             let s = self.state.read();
-            for a in s.apps.values().filter(|a| !a.removed && a.launch.wanted > 0) {
+            for a in s
+                .apps
+                .values()
+                .filter(|a| !a.removed && a.launch.wanted > 0)
+            {
                 if now_ms < a.launch.delay_until {
+                    delayed_until =
+                        Some(delayed_until.map_or(a.launch.delay_until, |d: Millis| {
+                            d.min(a.launch.delay_until)
+                        }));
                     continue;
                 }
                 let def = &a.current.definition;
-                let Ok(template) = request_for(&a.current) else { continue };
+                let Ok(template) = request_for(&a.current) else {
+                    continue;
+                };
                 for n in 0..a.launch.wanted {
                     let mut r = template.clone();
                     r.key = format!("{}\u{1}{n}", def.id);
@@ -492,7 +620,13 @@ impl Controller {
         }
         if requests.is_empty() {
             self.metrics.offers_declined.inc_by(offer_ids.len() as u64);
-            let _ = scheduler.decline(offer_ids, Some(self.config.refuse_seconds.max(30.0)));
+            let refuse = match delayed_until {
+                Some(until) => {
+                    ((until - now_ms) as f64 / 1000.0).clamp(0.5, self.config.refuse_seconds)
+                }
+                None => self.config.refuse_seconds.max(30.0),
+            };
+            let _ = scheduler.decline(offer_ids, Some(refuse));
             return;
         }
         let result = match_offers(&offers, &requests, &self.placed);
@@ -506,8 +640,12 @@ impl Controller {
                 let mut tasks = Vec::new();
                 for p in placements {
                     let app_id = p.key.split('\u{1}').next().unwrap_or_default().to_string();
-                    let Some(stored) = apps.get(&app_id) else { continue };
-                    let Ok(pid) = PathId::parse(&app_id) else { continue };
+                    let Some(stored) = apps.get(&app_id) else {
+                        continue;
+                    };
+                    let Ok(pid) = PathId::parse(&app_id) else {
+                        continue;
+                    };
                     let task_id = new_task_id(&pid);
                     let offer = hostnames.get(p.offer_id.as_str());
                     let role = p
@@ -527,6 +665,9 @@ impl Controller {
                         staged_at: now_ms,
                         started_at: None,
                         healthy: None,
+                        ready: None,
+                        health_checked: !stored.definition.health_checks.is_empty(),
+                        readiness_checked: !stored.definition.readiness_checks.is_empty(),
                         unreachable_since: None,
                         killing: false,
                         role,
@@ -562,10 +703,16 @@ impl Controller {
             let mut reasons: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
             for (key, why) in &result.unplaced {
                 let app = key.split('\u{1}').next().unwrap_or_default();
-                *reasons.entry(app.to_string()).or_default().entry(why.clone()).or_default() += 1;
+                *reasons
+                    .entry(app.to_string())
+                    .or_default()
+                    .entry(why.clone())
+                    .or_default() += 1;
             }
             for (app_id, _) in apps.iter() {
-                let Some(a) = s.apps.get_mut(app_id) else { continue };
+                let Some(a) = s.apps.get_mut(app_id) else {
+                    continue;
+                };
                 let placed = placed_per_app.get(app_id).copied().unwrap_or(0);
                 a.launch.wanted = a.launch.wanted.saturating_sub(placed);
                 a.launch.processed_offers += offers.len() as u64;
@@ -596,21 +743,10 @@ impl Controller {
                 }
             }
         }
+        // Durable before launched: the instances are stored first. If the
+        // store does not take them, nothing is launched and the term ends
+        // (the next one starts from what the store holds).
         if !launches.is_empty() && !self.flush().await {
-            // Not stored: launch nothing (the records go again next time).
-            let mut s = self.state.write();
-            for (_, tasks) in &launches {
-                for t in tasks {
-                    if let Some(app) = self.index.remove(&t.task_id)
-                        && let Some(a) = s.apps.get_mut(&app)
-                        && let Some(i) = a.instances.remove(&t.task_id)
-                    {
-                        self.placed.remove(&app, &i.agent_id);
-                        self.tracker.forget(&t.task_id);
-                    }
-                }
-            }
-            let _ = scheduler.decline(offer_ids, Some(1.0));
             return;
         }
         for (ids, tasks) in launches {
@@ -620,7 +756,9 @@ impl Controller {
             }
         }
         if !result.unused_offers.is_empty() {
-            self.metrics.offers_declined.inc_by(result.unused_offers.len() as u64);
+            self.metrics
+                .offers_declined
+                .inc_by(result.unused_offers.len() as u64);
             let _ = scheduler.decline(result.unused_offers, Some(self.config.refuse_seconds));
         }
     }
@@ -643,7 +781,11 @@ impl Controller {
             let actions: HashMap<String, (String, ActionKind)> = s
                 .deployments
                 .values()
-                .flat_map(|d| d.current_actions().iter().map(move |a| (a.app.clone(), (d.id.clone(), a.kind))))
+                .flat_map(|d| {
+                    d.current_actions()
+                        .iter()
+                        .map(move |a| (a.app.clone(), (d.id.clone(), a.kind)))
+                })
                 .collect();
             let locked: BTreeSet<String> = s
                 .deployments
@@ -674,7 +816,11 @@ impl Controller {
                     a.launch.wanted = 0;
                     continue;
                 }
-                let counted: Vec<&Instance> = a.instances.values().filter(|i| i.counts(inactive, now_ms)).collect();
+                let counted: Vec<&Instance> = a
+                    .instances
+                    .values()
+                    .filter(|i| i.counts(inactive, now_ms))
+                    .collect();
                 match (a.removed, action.as_ref().map(|(_, k)| *k)) {
                     (true, _) | (_, Some(ActionKind::StopApplication)) => {
                         for i in a.instances.values().filter(|i| i.is_active() && !i.killing) {
@@ -699,7 +845,7 @@ impl Controller {
                                 }
                                 continue;
                             }
-                            let healthy = health::is_healthy(i, def);
+                            let healthy = health::is_serving(i);
                             match (i.config_version == target, healthy) {
                                 (true, true) => {
                                     c.new_healthy += 1;
@@ -724,7 +870,10 @@ impl Controller {
                             kills.push((id.clone(), i.task_id.clone()));
                         }
                         let pick = scale::decide(
-                            old_healthy.len().saturating_sub(d.kill_old_healthy as usize) as u32,
+                            old_healthy
+                                .len()
+                                .saturating_sub(d.kill_old_healthy as usize)
+                                as u32,
                             &old_healthy.iter().map(|i| candidate(i)).collect::<Vec<_>>(),
                             def.kill_selection,
                         );
@@ -743,11 +892,15 @@ impl Controller {
                         let in_later_step = scale_or_none.is_none() && locked.contains(&id);
                         if !in_later_step {
                             let n = def.instances.max(0) as u32;
-                            let d = scale::decide(n, &counted.iter().map(|i| candidate(i)).collect::<Vec<_>>(), def.kill_selection);
+                            let d = scale::decide(
+                                n,
+                                &counted.iter().map(|i| candidate(i)).collect::<Vec<_>>(),
+                                def.kill_selection,
+                            );
                             kills.extend(d.kill.into_iter().map(|t| (id.clone(), t)));
                             wanted = d.launch;
                             done = counted.len() as u32 == n
-                                && counted.iter().all(|i| health::is_healthy(i, def))
+                                && counted.iter().all(|i| health::is_serving(i))
                                 && a.instances.values().all(|i| !i.killing || !i.is_active());
                         }
                     }
@@ -787,7 +940,11 @@ impl Controller {
             if scheduler.revive(Vec::new()).is_ok() {
                 self.suppressed = false;
             }
-        } else if !any_wanted && !self.suppressed && self.reconciled && scheduler.suppress(Vec::new()).is_ok() {
+        } else if !any_wanted
+            && !self.suppressed
+            && self.reconciled
+            && scheduler.suppress(Vec::new()).is_ok()
+        {
             self.suppressed = true;
         }
     }
@@ -801,7 +958,8 @@ impl Controller {
             let mut s = self.state.write();
             for d in s.deployments.values_mut() {
                 let complete = d.current_actions().iter().all(|a| {
-                    a.kind == ActionKind::StartApplication || done.contains(&(d.id.clone(), a.app.clone()))
+                    a.kind == ActionKind::StartApplication
+                        || done.contains(&(d.id.clone(), a.app.clone()))
                 });
                 if complete && !d.is_done() {
                     d.current_step += 1;
@@ -821,7 +979,9 @@ impl Controller {
         for id in finished {
             let d = {
                 let mut s = self.state.write();
-                let Some(d) = s.deployments.remove(&id) else { continue };
+                let Some(d) = s.deployments.remove(&id) else {
+                    continue;
+                };
                 // Apps this deployment removed are gone once stopped.
                 for (app, target) in &d.target {
                     if target.is_none()
@@ -889,7 +1049,11 @@ fn request_for(app: &StoredApp) -> Result<TaskRequest, String> {
         .port_definitions()
         .iter()
         .map(|p| if def.require_ports { p.port as u64 } else { 0 })
-        .chain(def.port_mappings().iter().map(|m| m.host_port.unwrap_or(0).max(0) as u64))
+        .chain(
+            def.port_mappings()
+                .iter()
+                .map(|m| m.host_port.unwrap_or(0).max(0) as u64),
+        )
         .collect();
     let constraints = def
         .constraints
@@ -900,7 +1064,11 @@ fn request_for(app: &StoredApp) -> Result<TaskRequest, String> {
         key: String::new(),
         group: def.id.clone(),
         resources,
-        ports: if ports.is_empty() { PortRequest::None } else { PortRequest::Exact(ports) },
+        ports: if ports.is_empty() {
+            PortRequest::None
+        } else {
+            PortRequest::Exact(ports)
+        },
         accepted_roles: def.accepted_resource_roles.clone().unwrap_or_default(),
         constraints,
     })

@@ -20,6 +20,10 @@ pub enum ServicesError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Kit(#[from] agora_framework_kit::KitError),
+    #[error("the scheduler driver stopped: {0}")]
+    Stopped(String),
     #[error("scheduler driver: {0}")]
     Scheduler(#[from] agora_scheduler::SchedulerError),
 }

@@ -76,6 +76,20 @@ impl Event {
         )
     }
 
+    /// A task's health checks' verdict changed.
+    pub fn health_changed(i: &Instance, alive: bool) -> Event {
+        Event::new(
+            "health_status_changed_event",
+            json!({
+                "appId": i.app_id,
+                "taskId": i.task_id,
+                "instanceId": i.task_id,
+                "version": time::format(i.version),
+                "alive": alive,
+            }),
+        )
+    }
+
     pub fn deployment_info(d: &Deployment) -> Event {
         Event::new(
             "deployment_info",
@@ -130,12 +144,12 @@ fn step_json(d: &Deployment) -> Value {
     })
 }
 
-/// Fans events out to every `/v2/events` subscriber. A subscriber that
-/// cannot keep up loses the events it missed (and is told so in a comment)
-/// rather than slowing the framework down.
+/// Fans events out to every `/v2/events` subscriber (the framework kit's
+/// bus: a subscriber that cannot keep up is told so and its stream ends,
+/// rather than slowing the framework down).
 #[derive(Clone)]
 pub struct EventBus {
-    tx: tokio::sync::broadcast::Sender<Event>,
+    bus: agora_framework_kit::http::EventBus<Value>,
 }
 
 impl Default for EventBus {
@@ -146,15 +160,30 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn new() -> EventBus {
-        let (tx, _) = tokio::sync::broadcast::channel(4096);
-        EventBus { tx }
+        EventBus {
+            bus: agora_framework_kit::http::EventBus::new(4096),
+        }
     }
 
     pub fn publish(&self, event: Event) {
-        let _ = self.tx.send(event);
+        self.bus.publish(event.kind, &event.data);
     }
 
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        self.tx.subscribe()
+    /// Whether anyone listens (to skip building events nobody reads).
+    pub fn has_subscribers(&self) -> bool {
+        self.bus.subscribers() > 0
+    }
+
+    /// A new `/v2/events` stream: `first` to this subscriber only, then
+    /// every event whose type `wanted` accepts.
+    pub fn reply(
+        &self,
+        first: Event,
+        wanted: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> warp::reply::Response {
+        use warp::Reply;
+        self.bus
+            .reply_filtered(vec![(first.kind.to_string(), first.data)], wanted)
+            .into_response()
     }
 }

@@ -29,6 +29,16 @@ pub struct Instance {
     /// The task's health as its status reports it (`None` until a health
     /// check reports; see [`crate::health`]).
     pub healthy: Option<bool>,
+    /// Whether the task is ready (its readiness checks all passed); `None`
+    /// until its agent says.
+    #[serde(default)]
+    pub ready: Option<bool>,
+    /// Launched with health checks: healthy only once they pass.
+    #[serde(default)]
+    pub health_checked: bool,
+    /// Launched with readiness checks: ready only once they passed.
+    #[serde(default)]
+    pub readiness_checked: bool,
     /// Since when the agent has not been answering.
     pub unreachable_since: Option<Millis>,
     /// The framework wants this task dead (scaled down, replaced, killed

@@ -18,12 +18,15 @@ pub mod time;
 pub mod validation;
 
 pub use error::ServicesError;
+pub use runtime::{FRAMEWORK_NAME, RunningServices, ServicesConfig, run, start};
 pub mod api;
 pub mod command;
+pub mod controller;
 pub mod events;
 pub mod groups;
 pub mod metrics;
 pub mod openapi;
 pub mod queue;
 pub mod render;
+pub mod runtime;
 pub mod taskinfo;

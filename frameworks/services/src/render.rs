@@ -130,7 +130,7 @@ pub fn task(i: &Instance, app: &AppDefinition) -> TaskJson {
         started_at: i.started_at.map(time::format),
         version: time::format(i.version),
         ip_addresses: Vec::new(),
-        health_check_results: Vec::new(),
+        health_check_results: health::results(i),
         local_volumes: Vec::new(),
         role: i.role.clone(),
     }
@@ -152,14 +152,13 @@ pub struct Counts {
 
 pub fn counts(app: &AppState) -> Counts {
     let mut c = Counts::default();
-    let def = &app.current.definition;
     for i in tasks_of(app) {
         match i.state {
             TaskState::TaskRunning => c.running += 1,
             TaskState::TaskStaging | TaskState::TaskStarting => c.staged += 1,
             _ => {}
         }
-        match health::reported_health(i, def) {
+        match health::reported_health(i) {
             Some(true) => c.healthy += 1,
             Some(false) => c.unhealthy += 1,
             None => {}

@@ -7,18 +7,20 @@
 //! | `instances/<app id>#<shard>` | the app's [`Instance`]s whose id hashes to that shard (of [`SHARDS`]) |
 //! | `deployments/<id>` | a running [`Deployment`] |
 //! | `failures/<app id>` | the app's last task failure |
-//! | `framework-id` | the framework id (kept by the framework kit) |
+//! | `framework-id` | the framework id (kept by the framework kit's session) |
 //!
 //! Instances are sharded so that a launch or a loss touches a few keys,
 //! written together in one batch, never one write per instance; a new leader
 //! reads all of them with one listing and one multi-get. Changes are
-//! collected in a [`Changes`] and committed in one batch.
+//! collected in a [`Changes`] and committed in one batch (the kit splits
+//! it into as few atomic writes as the store allows).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
+use agora_coord::Expected;
+use agora_framework_kit::store::FrameworkStore;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::ServicesError;
 use crate::app::StoredApp;
@@ -77,15 +79,15 @@ pub struct TaskFailure {
 /// Writes to make together.
 #[derive(Debug, Default)]
 pub struct Changes {
-    pub puts: BTreeMap<String, Vec<u8>>,
+    pub puts: BTreeMap<String, Box<RawValue>>,
     pub deletes: BTreeSet<String>,
 }
 
 impl Changes {
-    pub fn put<T: Serialize>(&mut self, key: String, value: &T) {
-        let bytes = serde_json::to_vec(value).expect("records serialise");
+    pub fn put<T: Serialize + ?Sized>(&mut self, key: String, value: &T) {
+        let raw = serde_json::value::to_raw_value(value).expect("records serialise");
         self.deletes.remove(&key);
-        self.puts.insert(key, bytes);
+        self.puts.insert(key, raw);
     }
 
     pub fn delete(&mut self, key: String) {
@@ -99,6 +101,17 @@ impl Changes {
 
     pub fn len(&self) -> usize {
         self.puts.len() + self.deletes.len()
+    }
+
+    /// Adds `other`'s writes (later ones win).
+    pub fn merge(&mut self, other: Changes) {
+        for key in other.deletes {
+            self.delete(key);
+        }
+        for (key, value) in other.puts {
+            self.deletes.remove(&key);
+            self.puts.insert(key, value);
+        }
     }
 
     /// Writes the given shards of `app` from its instances (deleting the
@@ -135,45 +148,29 @@ pub struct Loaded {
     pub failures: BTreeMap<String, TaskFailure>,
 }
 
-/// The store, as the framework uses it.
-#[derive(Clone)]
+/// The store, as the framework uses it: the framework kit's store (fenced
+/// to the current term of leadership while it leads).
+#[derive(Clone, Debug)]
 pub struct Records {
-    store: Arc<dyn agora_coord::Store>,
-}
-
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, ServicesError> {
-    serde_json::from_slice(bytes).map_err(|source| ServicesError::Corrupt {
-        key: key.to_string(),
-        source,
-    })
+    store: FrameworkStore,
 }
 
 impl Records {
-    pub fn new(store: Arc<dyn agora_coord::Store>) -> Records {
+    pub fn new(store: FrameworkStore) -> Records {
         Records { store }
     }
 
-    pub fn store(&self) -> &Arc<dyn agora_coord::Store> {
+    pub fn store(&self) -> &FrameworkStore {
         &self.store
     }
 
-    async fn get_all(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, ServicesError> {
-        let keys = self.store.list(prefix).await?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(entry) = self.store.get(&key).await? {
-                out.push((key, entry.value));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Reads every record.
+    /// Reads every record: one listing and one multi-get per kind.
     pub async fn load(&self) -> Result<Loaded, ServicesError> {
         let mut loaded = Loaded::default();
-        for (key, bytes) in self.get_all("apps/").await? {
-            let app: StoredApp = decode(&key, &bytes)?;
-            loaded.apps.insert(app.definition.id.clone(), app);
+        for (_, app) in self.store.load_prefix::<StoredApp>("apps/").await? {
+            loaded
+                .apps
+                .insert(app.value.definition.id.clone(), app.value);
         }
         for key in self.store.list("versions/").await? {
             if let Some((app, v)) = key
@@ -187,9 +184,12 @@ impl Records {
         for v in loaded.versions.values_mut() {
             v.sort_unstable();
         }
-        for (key, bytes) in self.get_all("instances/").await? {
-            let members: Vec<Instance> = decode(&key, &bytes)?;
-            for i in members {
+        for (_, members) in self
+            .store
+            .load_prefix::<Vec<Instance>>("instances/")
+            .await?
+        {
+            for i in members.value {
                 loaded
                     .instances
                     .entry(i.app_id.clone())
@@ -197,12 +197,11 @@ impl Records {
                     .push(i);
             }
         }
-        for (key, bytes) in self.get_all("deployments/").await? {
-            loaded.deployments.push(decode(&key, &bytes)?);
+        for (_, d) in self.store.load_prefix::<Deployment>("deployments/").await? {
+            loaded.deployments.push(d.value);
         }
-        for (key, bytes) in self.get_all("failures/").await? {
-            let f: TaskFailure = decode(&key, &bytes)?;
-            loaded.failures.insert(f.app_id.clone(), f);
+        for (_, f) in self.store.load_prefix::<TaskFailure>("failures/").await? {
+            loaded.failures.insert(f.value.app_id.clone(), f.value);
         }
         Ok(loaded)
     }
@@ -213,23 +212,26 @@ impl Records {
         app: &str,
         version: Millis,
     ) -> Result<Option<StoredApp>, ServicesError> {
-        let key = version_key(app, version);
-        match self.store.get(&key).await? {
-            Some(e) => Ok(Some(decode(&key, &e.value)?)),
-            None => Ok(None),
-        }
+        Ok(self
+            .store
+            .get::<StoredApp>(&version_key(app, version))
+            .await?
+            .map(|v| v.value))
     }
 
-    /// Writes `changes`.
+    /// Writes `changes` in as few atomic batches as the store allows.
     pub async fn commit(&self, changes: Changes) -> Result<(), ServicesError> {
-        for (key, value) in changes.puts {
-            self.store
-                .set(&key, value, agora_coord::Expected::Any)
-                .await?;
+        if changes.is_empty() {
+            return Ok(());
         }
-        for key in changes.deletes {
-            self.store.delete(&key, agora_coord::Expected::Any).await?;
+        let mut batch = self.store.batch();
+        for (key, value) in &changes.puts {
+            batch.put(key, value, Expected::Any)?;
         }
+        for key in &changes.deletes {
+            batch.delete(key, Expected::Any);
+        }
+        batch.commit().await?;
         Ok(())
     }
 }

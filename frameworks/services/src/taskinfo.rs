@@ -188,6 +188,110 @@ fn container(def: &AppDefinition, ports: &[u64]) -> Option<ContainerInfo> {
     })
 }
 
+/// The app's `healthChecks` as the agent runs them, ports resolved to the
+/// instance's host ports (`portIndex` into them, as `PORT0..n`).
+/// `maxConsecutiveFailures: 0` means "never kill" (Marathon's rule).
+pub fn health_checks(def: &AppDefinition, ports: &[u64]) -> Vec<v1::HealthCheck> {
+    use v1::health_check::{HttpCheckInfo, TcpCheckInfo, Type};
+    let port_of = |hc: &crate::app::HealthCheck| -> Option<u32> {
+        match hc.port {
+            Some(p) if p > 0 => Some(p as u32),
+            _ => ports
+                .get(hc.port_index.unwrap_or(0).max(0) as usize)
+                .map(|p| *p as u32),
+        }
+    };
+    def.health_checks
+        .iter()
+        .map(|hc| {
+            let mut check = v1::HealthCheck {
+                delay_seconds: Some(hc.delay_seconds as f64),
+                interval_seconds: Some(hc.interval_seconds as f64),
+                timeout_seconds: Some(hc.timeout_seconds as f64),
+                grace_period_seconds: Some(hc.grace_period_seconds as f64),
+                consecutive_failures: Some(hc.max_consecutive_failures.max(1) as u32),
+                kill_on_failure: Some(hc.max_consecutive_failures > 0),
+                ..Default::default()
+            };
+            match hc.protocol.as_str() {
+                "TCP" | "MESOS_TCP" => {
+                    check.r#type = Type::Tcp as i32;
+                    check.tcp = Some(TcpCheckInfo {
+                        port: port_of(hc),
+                        port_index: None,
+                    });
+                }
+                "COMMAND" => {
+                    check.r#type = Type::Command as i32;
+                    check.command = Some(CommandInfo {
+                        shell: Some(true),
+                        value: hc
+                            .command
+                            .as_ref()
+                            .map(|c| c.value.clone())
+                            .unwrap_or_default(),
+                        ..Default::default()
+                    });
+                }
+                protocol => {
+                    check.r#type = Type::Http as i32;
+                    check.http = Some(HttpCheckInfo {
+                        scheme: if protocol.ends_with("HTTPS") {
+                            "https".into()
+                        } else {
+                            "http".into()
+                        },
+                        port: port_of(hc),
+                        port_index: None,
+                        path: hc.path.clone().unwrap_or_else(|| "/".into()),
+                        statuses: Vec::new(),
+                    });
+                }
+            }
+            check
+        })
+        .collect()
+}
+
+/// The app's `readinessChecks`, each on the host port of the port named
+/// `portName`.
+pub fn readiness_checks(def: &AppDefinition, ports: &[u64]) -> Vec<v1::ReadinessCheck> {
+    let names: Vec<Option<&str>> = def
+        .port_definitions()
+        .iter()
+        .map(|p| p.name.as_deref())
+        .chain(def.port_mappings().iter().map(|m| m.name.as_deref()))
+        .collect();
+    def.readiness_checks
+        .iter()
+        .map(|rc| {
+            let index = names
+                .iter()
+                .position(|n| *n == Some(rc.port_name.as_str()))
+                .unwrap_or(0);
+            v1::ReadinessCheck {
+                http: Some(v1::health_check::HttpCheckInfo {
+                    scheme: if rc.protocol == "HTTPS" {
+                        "https".into()
+                    } else {
+                        "http".into()
+                    },
+                    port: ports.get(index).map(|p| *p as u32),
+                    port_index: None,
+                    path: rc.path.clone(),
+                    statuses: rc
+                        .http_status_codes_for_ready
+                        .iter()
+                        .map(|c| *c as u32)
+                        .collect(),
+                }),
+                interval_seconds: Some(rc.interval_seconds as f64),
+                timeout_seconds: Some(rc.timeout_seconds as f64),
+            }
+        })
+        .collect()
+}
+
 /// The task to launch for one instance of `app`.
 pub fn task_info(app: &StoredApp, slot: Slot<'_>) -> TaskInfo {
     let def = &app.definition;
@@ -209,8 +313,9 @@ pub fn task_info(app: &StoredApp, slot: Slot<'_>) -> TaskInfo {
                 value: v.clone(),
             })
             .collect(),
+        health_checks: health_checks(def, slot.ports),
+        readiness_checks: readiness_checks(def, slot.ports),
         resources: slot.resources,
-        ..Default::default()
     }
 }
 
@@ -285,6 +390,33 @@ mod tests {
         let cmd = t.command.unwrap();
         assert_eq!(cmd.shell, Some(false));
         assert_eq!(cmd.arguments, ["httpd"]);
+    }
+
+    #[test]
+    fn health_and_readiness_checks_use_the_instance_ports() {
+        let app = stored(serde_json::json!({"id": "/web", "cmd": "x",
+            "portDefinitions": [{"port": 0, "name": "admin"}, {"port": 0, "name": "http"}],
+            "healthChecks": [
+                {"protocol": "HTTP", "path": "/health", "portIndex": 1, "maxConsecutiveFailures": 0},
+                {"protocol": "TCP"},
+                {"protocol": "COMMAND", "command": {"value": "true"}, "intervalSeconds": 5}
+            ],
+            "readinessChecks": [{"portName": "http", "path": "/ready"}]}));
+        let t = task_info(&app, slot(&[31000, 31001]));
+        let http = &t.health_checks[0];
+        assert_eq!(http.http.as_ref().unwrap().port, Some(31001));
+        assert_eq!(http.http.as_ref().unwrap().path, "/health");
+        assert_eq!(http.kill_on_failure, Some(false), "0 failures: never kill");
+        assert_eq!(http.grace_period_seconds, Some(300.0));
+        assert_eq!(t.health_checks[1].tcp.as_ref().unwrap().port, Some(31000));
+        assert_eq!(t.health_checks[1].kill_on_failure, Some(true));
+        assert_eq!(t.health_checks[2].command.as_ref().unwrap().value, "true");
+        assert_eq!(t.health_checks[2].interval_seconds, Some(5.0));
+        let ready = &t.readiness_checks[0];
+        assert_eq!(ready.http.as_ref().unwrap().port, Some(31001));
+        assert_eq!(ready.http.as_ref().unwrap().statuses, [200]);
+        // The checks pass the rules the master and the agents apply.
+        agora_proto::health::task_checks(&t).unwrap();
     }
 
     #[test]

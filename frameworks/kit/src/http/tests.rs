@@ -207,3 +207,153 @@ async fn a_subscriber_that_falls_behind_is_dropped_not_waited_for() {
     drop(bus);
     assert_eq!(sse_text(fresh).await, "event:n\ndata:42\n\n");
 }
+
+/// A leader on a real socket: echoes the method, path, query, a header and
+/// the body; `/events` streams two chunks.
+async fn echo_leader() -> std::net::SocketAddr {
+    let echo = warp::path!("v2" / "apps")
+        .and(warp::method())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::optional::<String>("x-client"))
+        .and(warp::header::optional::<String>(FORWARDED_BY))
+        .and(warp::body::bytes())
+        .map(
+            |m: warp::http::Method,
+             q: String,
+             client: Option<String>,
+             via: Option<String>,
+             body: bytes::Bytes| {
+                let reply = warp::reply::json(&serde_json::json!({
+                    "method": m.as_str(), "query": q, "client": client, "via": via,
+                    "body": String::from_utf8_lossy(&body),
+                }));
+                warp::reply::with_header(
+                    warp::reply::with_status(reply, StatusCode::CREATED),
+                    "location",
+                    "/v2/apps/web",
+                )
+                .into_response()
+            },
+        );
+    let events = warp::path!("events").map(|| {
+        let chunks = futures::stream::iter(vec![
+            Ok::<_, std::io::Error>(bytes::Bytes::from("event: a\n\n")),
+            Ok(bytes::Bytes::from("event: b\n\n")),
+        ]);
+        warp::reply::stream(chunks).into_response()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(echo.or(events)).incoming(listener).run());
+    addr
+}
+
+#[tokio::test]
+async fn standbys_forward_to_the_leader() {
+    let leader = echo_leader().await;
+    let (tx, rx) = watch::channel(Role::Standby {
+        leader: Some(leader.to_string()),
+    });
+    let local = warp::path!("v2" / "apps").map(|| "served here".into_response());
+    let api = warp::path!("ping")
+        .map(|| "pong".into_response())
+        .or(proxy_to_leader(
+            rx,
+            reqwest::Client::new(),
+            "10.0.0.9:8080".into(),
+            1024,
+        ))
+        .unify()
+        .or(local)
+        .unify()
+        .recover(handle_rejection)
+        .unify();
+
+    // Forwarded: method, query, headers and body there; status and headers back.
+    let r = warp::test::request()
+        .method("POST")
+        .path("/v2/apps?force=true")
+        .header("x-client", "cli")
+        .header("content-length", "7")
+        .body("{\"a\":1}")
+        .reply(&api)
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["location"], "/v2/apps/web");
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["query"], "force=true");
+    assert_eq!(v["client"], "cli");
+    assert_eq!(v["via"], "10.0.0.9:8080");
+    assert_eq!(v["body"], "{\"a\":1}");
+    // A GET without a body, and a streamed answer.
+    let r = warp::test::request()
+        .method("GET")
+        .path("/v2/apps")
+        .reply(&api)
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = warp::test::request().path("/events").reply(&api).await;
+    assert_eq!(r.body(), "event: a\n\nevent: b\n\n");
+    // What a standby answers itself.
+    assert_eq!(
+        warp::test::request().path("/ping").reply(&api).await.body(),
+        "pong"
+    );
+    // Too large a body.
+    let r = warp::test::request()
+        .method("POST")
+        .path("/v2/apps")
+        .header("content-length", "4096")
+        .body(vec![b'x'; 4096])
+        .reply(&api)
+        .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Never forwarded twice.
+    let r = warp::test::request()
+        .path("/v2/apps")
+        .header(FORWARDED_BY, "10.0.0.8:8080")
+        .reply(&api)
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Nobody leads: 503.
+    tx.send_replace(Role::Standby { leader: None });
+    let r = warp::test::request().path("/v2/apps").reply(&api).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The leader serves itself.
+    tx.send_replace(Role::Leading);
+    let r = warp::test::request().path("/v2/apps").reply(&api).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.body(), "served here");
+}
+
+#[tokio::test]
+async fn event_streams_can_be_filtered_by_kind() {
+    let bus: EventBus<serde_json::Value> = EventBus::new(16);
+    let reply = bus
+        .reply_filtered(
+            vec![
+                ("attached".into(), serde_json::json!({"n": 0})),
+                ("other".into(), serde_json::json!({"n": -1})),
+            ],
+            |kind| kind != "other",
+        )
+        .into_response();
+    bus.publish("other", &serde_json::json!({"n": 1}));
+    bus.publish("wanted", &serde_json::json!({"n": 2}));
+    let mut body = reply.into_body();
+    let mut text = String::new();
+    while !text.contains("wanted") {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert!(text.contains("event:attached"), "{text}");
+    assert!(!text.contains("other"), "{text}");
+    assert!(text.contains("{\"n\":2}"), "{text}");
+}
