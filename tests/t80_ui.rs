@@ -240,3 +240,51 @@ async fn the_dashboard_lists_the_agent_and_updates_live() {
     assert_eq!(title, "Agent");
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_job_runs_from_the_jobs_page_and_shows_its_result_and_logs() {
+    let Some(browser) =
+        browser_or_skip("a_job_runs_from_the_jobs_page_and_shows_its_result_and_logs").await
+    else {
+        return;
+    };
+    let dev = Dev::start("cpus:2;mem:1024").await;
+    let batch = common::batch::Batch::at(&dev.batch);
+    batch
+        .create(
+            r#"{"id":"nightly-report","description":"Sums up the day",
+                "run":{"cmd":"echo report line one; echo report line two; echo warned >&2; exit 3","cpus":0.1,"mem":32},
+                "schedules":[{"id":"nightly","cron":"0 2 * * *","timezone":"UTC"}]}"#,
+        )
+        .await;
+    let c = browser.client();
+    c.goto(&format!("{}/#/jobs", dev.url)).await.unwrap();
+    let row = wait_text(&browser, "main table", "nightly-report").await;
+    assert!(row.contains("0 2 * * *") && row.contains("never ran"), "{row}");
+    // The next run is shown (02:00 UTC, within a day).
+    assert!(row.contains("in "), "a next run time: {row}");
+    click(&browser, "button[aria-label='Run nightly-report now']").await;
+    // The list shows the run's result.
+    wait_text(&browser, "main table", "FAILED").await;
+    // The job's page lists the run with its exit code.
+    click(&browser, "a[href='#/jobs/nightly-report']").await;
+    let runs = wait_text(&browser, "main table", "FAILED").await;
+    assert!(runs.contains("manual"), "{runs}");
+    let run = batch.runs("nightly-report").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_text(&browser, "main table", &run).await;
+    click(&browser, &format!("a[href='#/jobs/nightly-report/runs/{run}']")).await;
+    wait_text(&browser, "#run-status", "FAILED").await;
+    wait_text(&browser, "#run-exit-code", "3").await;
+    // Its logs: stdout, then stderr.
+    let out = wait_text(&browser, "pre.log", "report line two").await;
+    assert!(out.contains("report line one"), "{out}");
+    wait_text(&browser, ".log-status", "End of the log").await;
+    click(&browser, "button[data-stream='stderr']").await;
+    wait_text(&browser, "pre.log", "warned").await;
+    let problems = console_problems(&browser, &[]).await;
+    assert!(problems.is_empty(), "console: {problems:#?}");
+    browser.close().await;
+}

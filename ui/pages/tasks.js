@@ -67,6 +67,7 @@ export function followLog(url, pre, status) {
   let offset = 0;
   let controller = null;
   let retry = 1000;
+  let notFound = 0;
   const decoder = new TextDecoder();
   async function run() {
     while (!stopped) {
@@ -76,6 +77,13 @@ export function followLog(url, pre, status) {
         if (!resp.ok) {
           let msg = `${resp.status} ${resp.statusText}`;
           try { msg = (await resp.json()).message || msg; } catch { /* not JSON */ }
+          // A task just launched may not be known yet: ask again a few times.
+          if (resp.status === 404 && notFound < 10) {
+            notFound += 1;
+            status(`Waiting for the task's output (${msg})…`, 'busy');
+            await new Promise((r) => setTimeout(r, 1000));
+            continue;
+          }
           status(`Cannot read the log: ${msg}`, 'error');
           return;
         }
