@@ -82,7 +82,8 @@ async fn the_master_proxies_to_frameworks_and_agents_and_says_when_a_framework_i
     let (status, _, body) = call("GET", &format!("{master}/batch/v1/jobs"), None, "*/*").await;
     assert_eq!((status, body.as_str()), (200, "[]"));
     let job = r#"{"id":"proxied","run":{"cmd":"echo out-through-the-master; echo err-line >&2","cpus":0.1,"mem":32}}"#;
-    let (status, _, body) = call("POST", &format!("{master}/batch/v1/jobs"), Some(job), "*/*").await;
+    let (status, _, body) =
+        call("POST", &format!("{master}/batch/v1/jobs"), Some(job), "*/*").await;
     assert_eq!(status, 201, "{body}");
     let (status, _, body) = call(
         "GET",
@@ -193,7 +194,10 @@ async fn the_master_proxies_to_frameworks_and_agents_and_says_when_a_framework_i
     .await;
     assert_eq!(status, 502);
     assert!(ctype.starts_with("text/html"), "{ctype}");
-    assert!(body.contains("502 Bad Gateway") && body.contains("agora-batch"), "{body}");
+    assert!(
+        body.contains("502 Bad Gateway") && body.contains("agora-batch"),
+        "{body}"
+    );
     // Unknown frameworks are not found.
     let (status, _, body) = call("GET", &format!("{master}/frameworks/nope/x"), None, "*/*").await;
     assert_eq!(status, 404, "{body}");
@@ -236,7 +240,13 @@ async fn the_dashboard_lists_the_agent_and_updates_live() {
     wait_text(&browser, "main", "Tasks on this agent").await;
     let problems = console_problems(&browser, &[]).await;
     assert!(problems.is_empty(), "console: {problems:#?}");
-    let title = c.find(Locator::Css("h1")).await.unwrap().text().await.unwrap();
+    let title = c
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(title, "Agent");
     browser.close().await;
 }
@@ -260,7 +270,10 @@ async fn a_job_runs_from_the_jobs_page_and_shows_its_result_and_logs() {
     let c = browser.client();
     c.goto(&format!("{}/#/jobs", dev.url)).await.unwrap();
     let row = wait_text(&browser, "main table", "nightly-report").await;
-    assert!(row.contains("0 2 * * *") && row.contains("never ran"), "{row}");
+    assert!(
+        row.contains("0 2 * * *") && row.contains("never ran"),
+        "{row}"
+    );
     // The next run is shown (02:00 UTC, within a day).
     assert!(row.contains("in "), "a next run time: {row}");
     click(&browser, "button[aria-label='Run nightly-report now']").await;
@@ -275,7 +288,11 @@ async fn a_job_runs_from_the_jobs_page_and_shows_its_result_and_logs() {
         .unwrap()
         .to_string();
     wait_text(&browser, "main table", &run).await;
-    click(&browser, &format!("a[href='#/jobs/nightly-report/runs/{run}']")).await;
+    click(
+        &browser,
+        &format!("a[href='#/jobs/nightly-report/runs/{run}']"),
+    )
+    .await;
     wait_text(&browser, "#run-status", "FAILED").await;
     wait_text(&browser, "#run-exit-code", "3").await;
     // Its logs: stdout, then stderr.

@@ -146,7 +146,9 @@ impl Browser {
 
     /// The WebDriver session.
     pub fn client(&self) -> &Client {
-        self.client.as_ref().expect("a session while the browser lives")
+        self.client
+            .as_ref()
+            .expect("a session while the browser lives")
     }
 
     /// Everything logged to the browser's console since the last call, as
@@ -197,7 +199,10 @@ impl WebDriverCompatibleCommand for BrowserLog {
         base_url: &url::Url,
         session_id: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or_default()))
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
     }
 
     fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {

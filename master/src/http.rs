@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agora_proto::v1::MasterInfo;
-use serde_json::json;
 use bytes::Bytes;
+use serde_json::json;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use warp::http::StatusCode;
@@ -24,10 +24,10 @@ use warp::{Filter, Rejection};
 
 use crate::actor::Input;
 use crate::core::view::{FrameworkRef, TaskLookupError, TaskQuery, WebUiLookupError};
-use crate::proxy::{Forward, Proxy, Upstream, gateway_error, wants_html};
 use crate::grpc::address_of;
 use crate::leadership::{self, NotLeading, Role, Term};
 use crate::metrics::Metrics;
+use crate::proxy::{Forward, Proxy, Upstream, gateway_error, wants_html};
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -558,11 +558,7 @@ async fn task_logs(
             Ok((status, h, body)) => {
                 let mut r = Response::new(body.into());
                 *r.status_mut() = status;
-                for name in [
-                    "content-type",
-                    "x-agora-log-offset",
-                    "x-agora-log-size",
-                ] {
+                for name in ["content-type", "x-agora-log-offset", "x-agora-log-size"] {
                     if let Some(v) = h.get(name) {
                         r.headers_mut().insert(name, v.clone());
                     }
@@ -640,15 +636,22 @@ async fn task_logs(
             }
         }
     });
-    let mut r = warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(out)).into_response();
+    let mut r =
+        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(out)).into_response();
     let hs = r.headers_mut();
     hs.insert(
         "content-type",
         warp::http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     hs.insert("x-agora-log-offset", start.into());
-    hs.insert("x-accel-buffering", warp::http::HeaderValue::from_static("no"));
-    hs.insert("cache-control", warp::http::HeaderValue::from_static("no-cache"));
+    hs.insert(
+        "x-accel-buffering",
+        warp::http::HeaderValue::from_static("no"),
+    );
+    hs.insert(
+        "cache-control",
+        warp::http::HeaderValue::from_static("no-cache"),
+    );
     r
 }
 
@@ -764,9 +767,7 @@ async fn proxy_to_framework(
         Ok(Err(WebUiLookupError::NoWebUi { framework_id, name })) => {
             return gateway_error(
                 StatusCode::NOT_FOUND,
-                &format!(
-                    "framework {name} ({framework_id}) announced no web address (webui_url)"
-                ),
+                &format!("framework {name} ({framework_id}) announced no web address (webui_url)"),
                 html,
             );
         }

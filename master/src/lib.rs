@@ -322,12 +322,15 @@ pub async fn start(
     let feed = tokio::spawn(http::run_summary_feed(http_context.clone()));
     let http_routes = http::routes(http_context);
 
-    let mut tasks = vec![feed, tokio::spawn(server::serve(
-        listener,
-        grpc_routes,
-        http_routes,
-        shutdown.clone(),
-    ))];
+    let mut tasks = vec![
+        feed,
+        tokio::spawn(server::serve(
+            listener,
+            grpc_routes,
+            http_routes,
+            shutdown.clone(),
+        )),
+    ];
     if let Some(d) = &detector {
         tasks.push(tokio::spawn(leadership::follow_leader(
             d.leader(),

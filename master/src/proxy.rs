@@ -217,11 +217,11 @@ impl Proxy {
             if HOP_BY_HOP.contains(&name.as_str()) || name == header::CONTENT_LENGTH {
                 continue;
             }
-            if name == header::LOCATION {
-                if let Some(v) = rewrite_location(value, &to.base, &to.mount) {
-                    headers.insert(header::LOCATION, v);
-                    continue;
-                }
+            if name == header::LOCATION
+                && let Some(v) = rewrite_location(value, &to.base, &to.mount)
+            {
+                headers.insert(header::LOCATION, v);
+                continue;
             }
             headers.append(name.clone(), value.clone());
         }

@@ -97,9 +97,15 @@ mod tests {
         assert!(page.headers().contains_key("content-security-policy"));
         let js = file("app.js", None);
         assert_eq!(js.status(), StatusCode::OK);
-        assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
+        assert_eq!(
+            js.headers()["content-type"],
+            "text/javascript; charset=utf-8"
+        );
         let etag = js.headers()["etag"].to_str().unwrap().to_string();
-        assert_eq!(file("app.js", Some(&etag)).status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            file("app.js", Some(&etag)).status(),
+            StatusCode::NOT_MODIFIED
+        );
         assert_eq!(file("nope.js", None).status(), StatusCode::NOT_FOUND);
     }
 }

@@ -350,8 +350,10 @@ impl MasterCore {
             [] => return Err(TaskLookupError::Unknown),
             [one] => *one,
             many => {
-                let mut ids: Vec<String> =
-                    many.iter().map(|(t, _)| t.framework_id.to_string()).collect();
+                let mut ids: Vec<String> = many
+                    .iter()
+                    .map(|(t, _)| t.framework_id.to_string())
+                    .collect();
                 ids.sort();
                 ids.dedup();
                 if ids.len() > 1 {
@@ -376,8 +378,12 @@ impl MasterCore {
     /// first), filtered and paged: `{"total", "tasks": [...]}`.
     pub fn tasks_json(&self, q: &TaskQuery) -> Value {
         let wanted = |t: &Task| {
-            q.state.as_deref().is_none_or(|s| s == t.state.as_str_name())
-                && q.framework_id.as_deref().is_none_or(|f| f == &*t.framework_id)
+            q.state
+                .as_deref()
+                .is_none_or(|s| s == t.state.as_str_name())
+                && q.framework_id
+                    .as_deref()
+                    .is_none_or(|f| f == &*t.framework_id)
                 && q.agent_id.as_deref().is_none_or(|a| a == &*t.agent_id)
         };
         let mut active: Vec<&Task> = self
@@ -447,7 +453,11 @@ impl MasterCore {
                 }
                 used.add(&fw_used);
                 let counts = state_counts(
-                    &mut f.tasks.values().map(|t| &**t).chain(f.completed.iter().map(|t| &**t)),
+                    &mut f
+                        .tasks
+                        .values()
+                        .map(|t| &**t)
+                        .chain(f.completed.iter().map(|t| &**t)),
                 );
                 for (s, n) in &counts {
                     *all_tasks.entry(s).or_default() += n;
