@@ -404,6 +404,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "Agora dev cluster is up (data in {}).",
         args.data_dir.display()
     );
+    println!("  web UI:               http://{addr}/");
     println!("  master (gRPC + HTTP): http://{addr}   state: http://{addr}/state");
     println!("  agent:                http://{}", agent.http_addr());
     println!(

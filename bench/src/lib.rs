@@ -17,6 +17,7 @@
 //!   `agora bench agents`, to point at any master).
 
 pub mod allocator;
+pub mod browser;
 pub mod docker;
 pub mod failover;
 pub mod health;

@@ -10,6 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::core::view::{
+    FrameworkRef, TaskLocation, TaskLookupError, TaskQuery, WebUiLookupError, WebUiTarget,
+};
 use crate::core::{ConnId, Counts, MasterCore, Now, OutEvent, RegistryOp};
 use crate::metrics::Metrics;
 
@@ -45,6 +48,21 @@ pub(crate) enum Input {
         conn: ConnId,
     },
     State(oneshot::Sender<serde_json::Value>),
+    /// What the UI's dashboard shows (`/state-summary`).
+    Summary(oneshot::Sender<serde_json::Value>),
+    /// Tasks, filtered and paged (`/tasks`).
+    Tasks(TaskQuery, oneshot::Sender<serde_json::Value>),
+    /// Where a framework serves its web UI (the proxy).
+    WebUi(
+        FrameworkRef,
+        oneshot::Sender<Result<WebUiTarget, WebUiLookupError>>,
+    ),
+    /// Where a task's logs are (the task-log proxy).
+    TaskLocation {
+        task_id: String,
+        framework_id: Option<String>,
+        reply: oneshot::Sender<Result<TaskLocation, TaskLookupError>>,
+    },
     Counts(oneshot::Sender<Counts>),
 }
 
@@ -198,6 +216,22 @@ fn handle(
         }
         Input::State(reply) => {
             let _ = reply.send(core.state_json(address));
+        }
+        Input::Summary(reply) => {
+            let _ = reply.send(core.summary_json(address));
+        }
+        Input::Tasks(query, reply) => {
+            let _ = reply.send(core.tasks_json(&query));
+        }
+        Input::WebUi(key, reply) => {
+            let _ = reply.send(core.framework_webui(&key));
+        }
+        Input::TaskLocation {
+            task_id,
+            framework_id,
+            reply,
+        } => {
+            let _ = reply.send(core.task_location(&task_id, framework_id.as_deref()));
         }
         Input::Counts(reply) => {
             let _ = reply.send(core.counts());

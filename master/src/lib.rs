@@ -16,8 +16,10 @@ mod grpc;
 mod http;
 mod leadership;
 mod metrics;
+mod proxy;
 pub mod registrar;
 mod server;
+mod ui;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -308,19 +310,27 @@ pub async fn start(
         max_message: MAX_MESSAGE,
     })
     .prepare();
-    let http_routes = http::routes(http::HttpContext {
+    let http_context = http::HttpContext {
         role: role_rx.clone(),
         metrics: metrics.clone(),
         me: info.clone(),
         address: address.clone(),
-    });
+        proxy: proxy::Proxy::new(shutdown.clone()),
+        feed: http::SummaryFeed::new(),
+        shutdown: shutdown.clone(),
+    };
+    let feed = tokio::spawn(http::run_summary_feed(http_context.clone()));
+    let http_routes = http::routes(http_context);
 
-    let mut tasks = vec![tokio::spawn(server::serve(
-        listener,
-        grpc_routes,
-        http_routes,
-        shutdown.clone(),
-    ))];
+    let mut tasks = vec![
+        feed,
+        tokio::spawn(server::serve(
+            listener,
+            grpc_routes,
+            http_routes,
+            shutdown.clone(),
+        )),
+    ];
     if let Some(d) = &detector {
         tasks.push(tokio::spawn(leadership::follow_leader(
             d.leader(),

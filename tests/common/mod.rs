@@ -7,6 +7,7 @@ pub mod batch;
 pub mod docker;
 pub mod kit;
 pub mod services;
+pub mod ui;
 pub mod zk;
 
 use std::future::Future;

@@ -345,7 +345,7 @@ pub(crate) fn job_json(j: &JobState, embeds: &[String]) -> Value {
     let mut v = serde_json::to_value(&j.record.spec).unwrap_or_default();
     let has = |e: &str| embeds.iter().any(|x| x == e);
     if has("schedules") {
-        v["schedules"] = serde_json::to_value(&j.record.schedules).unwrap_or_default();
+        v["schedules"] = schedules_json(&j.record.schedules, jiff::Timestamp::now());
     }
     if has("activeRuns") {
         let active: Vec<&Run> = j.active_runs().collect();
@@ -393,6 +393,26 @@ pub(crate) fn job_json(j: &JobState, embeds: &[String]) -> Value {
         }
     }
     v
+}
+
+/// Schedules as JSON, each enabled one with `nextRunAt` (the first time
+/// it fires after `now`, as Metronome shows it).
+pub(crate) fn schedules_json(schedules: &[ScheduleSpec], now: jiff::Timestamp) -> Value {
+    Value::Array(
+        schedules
+            .iter()
+            .map(|sc| {
+                let mut v = serde_json::to_value(sc).unwrap_or_default();
+                if sc.enabled
+                    && let Ok(cron) = crate::cron::CronSchedule::parse(&sc.cron, &sc.timezone)
+                    && let Some(next) = cron.next_after(now)
+                {
+                    v["nextRunAt"] = json!(next);
+                }
+                v
+            })
+            .collect(),
+    )
 }
 
 /// A run as JSON; a waiting run says what it waits for.
@@ -537,10 +557,14 @@ async fn list_schedules(id: String, s: ApiState) -> Response {
     let idc = id.clone();
     match s
         .actor
-        .query(move |core| core.jobs.get(&idc).map(|j| j.record.schedules.clone()))
+        .query(move |core| {
+            core.jobs
+                .get(&idc)
+                .map(|j| schedules_json(&j.record.schedules, jiff::Timestamp::now()))
+        })
         .await
     {
-        Some(Some(schedules)) => reply(StatusCode::OK, &json!(schedules)),
+        Some(Some(schedules)) => reply(StatusCode::OK, &schedules),
         Some(None) => no_job(&id),
         None => not_serving(),
     }

@@ -1,0 +1,307 @@
+//! The web UI and the master's proxy, with real processes: the master
+//! forwards `/batch/...` and `/frameworks/{id}/...` to the framework's
+//! announced address (streams too), answers a quick 502 when the framework
+//! is down, and serves task logs from any agent; and, in headless
+//! Chromium against `agora dev`, the pages work end to end.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ui::{Dev, browser_or_skip, click, console_problems, wait_text};
+use common::{DEADLINE, Proc, eventually, get_json, spawn_agent, spawn_master};
+use fantoccini::Locator;
+use serde_json::Value;
+
+/// `agora batch` on a free port against `master`; returns it and its URL.
+async fn spawn_batch(master: &str, data_dir: &std::path::Path) -> (Proc, String) {
+    let p = Proc::spawn(
+        &[
+            "batch",
+            "--master",
+            master,
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let addr = p.wait_field("batch framework API listening", "addr").await;
+    (p, format!("http://{addr}"))
+}
+
+async fn call(method: &str, url: &str, body: Option<&str>, accept: &str) -> (u16, String, String) {
+    let client = reqwest::Client::new();
+    let mut req = client
+        .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
+        .header("accept", accept);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, ctype, resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_master_proxies_to_frameworks_and_agents_and_says_when_a_framework_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_master, addr) = spawn_master(&[]).await;
+    let master = format!("http://{addr}");
+    let _agent = spawn_agent(&addr, &dir.path().join("agent"), "cpus:2;mem:1024").await;
+    let (mut batch, batch_url) = spawn_batch(&addr, &dir.path().join("batch")).await;
+
+    // The framework announced its address when it subscribed.
+    let fw = eventually("the batch framework in the summary", DEADLINE, || {
+        let url = format!("{master}/state-summary");
+        async move {
+            let s = get_json(&url).await;
+            s["frameworks"]
+                .as_array()?
+                .iter()
+                .find(|f| f["name"] == "agora-batch" && f["connected"] == true)
+                .cloned()
+        }
+    })
+    .await;
+    assert_eq!(fw["webui_url"], batch_url.as_str());
+    let fw_id = fw["id"].as_str().unwrap().to_string();
+
+    // Through the short name and through the id, every method.
+    let (status, _, body) = call("GET", &format!("{master}/batch/v1/jobs"), None, "*/*").await;
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let job = r#"{"id":"proxied","run":{"cmd":"echo out-through-the-master; echo err-line >&2","cpus":0.1,"mem":32}}"#;
+    let (status, _, body) =
+        call("POST", &format!("{master}/batch/v1/jobs"), Some(job), "*/*").await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, body) = call(
+        "GET",
+        &format!("{master}/frameworks/{fw_id}/v1/jobs/proxied"),
+        None,
+        "*/*",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The framework's own errors pass through unchanged.
+    let (status, _, body) = call(
+        "POST",
+        &format!("{master}/batch/v1/jobs"),
+        Some(r#"{"id":"Bad Id","run":{"cmd":"true"}}"#),
+        "*/*",
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let details: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(details["details"][0]["path"], "/id", "{body}");
+
+    // Event streams flow through as they happen.
+    let events = reqwest::get(format!("{master}/batch/v1/events"))
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert!(
+        events.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut events = events;
+    let (status, _, body) = call(
+        "POST",
+        &format!("{master}/batch/v1/jobs/proxied/runs"),
+        None,
+        "*/*",
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let mut seen = String::new();
+    tokio::time::timeout(DEADLINE, async {
+        while let Some(chunk) = events.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("run_update") {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no run_update through the proxy; got:\n{seen}"));
+    drop(events);
+
+    // The run's task logs, through the master from the agent.
+    let run = eventually("the run to succeed", DEADLINE, || {
+        let url = format!("{master}/batch/v1/jobs/proxied/runs");
+        async move {
+            let runs = get_json(&url).await;
+            runs.as_array()?
+                .iter()
+                .find(|r| r["status"] == "SUCCESS")
+                .cloned()
+        }
+    })
+    .await;
+    let task = run["tasks"][0]["id"].as_str().unwrap();
+    let (status, _, body) = call("GET", &format!("{master}/tasks/{task}/logs"), None, "*/*").await;
+    assert_eq!((status, body.as_str()), (200, "out-through-the-master\n"));
+    // Followed: the whole output, then the answer ends (the task ended).
+    let (status, _, body) = call(
+        "GET",
+        &format!("{master}/tasks/{task}/logs?stream=stderr&follow=true"),
+        None,
+        "*/*",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "err-line\n"));
+    let (status, _, body) = call("GET", &format!("{master}/tasks/nope/logs"), None, "*/*").await;
+    assert_eq!(status, 404, "{body}");
+
+    // The framework dies: a clear 502 at once, not a hang.
+    batch.kill9().await;
+    let started = Instant::now();
+    let (status, ctype, body) = call(
+        "GET",
+        &format!("{master}/batch/v1/jobs"),
+        None,
+        "application/json",
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(ctype, "application/json");
+    assert!(body.contains("does not answer"), "{body}");
+    assert!(body.contains(&batch_url), "says where it tried: {body}");
+    assert!(
+        took < Duration::from_secs(5),
+        "a down framework is answered quickly, took {took:?}"
+    );
+    // A browser navigating there gets a page that says so.
+    let (status, ctype, body) = call(
+        "GET",
+        &format!("{master}/frameworks/{fw_id}/"),
+        None,
+        "text/html,application/xhtml+xml",
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert!(ctype.starts_with("text/html"), "{ctype}");
+    assert!(
+        body.contains("502 Bad Gateway") && body.contains("agora-batch"),
+        "{body}"
+    );
+    // Unknown frameworks are not found.
+    let (status, _, body) = call("GET", &format!("{master}/frameworks/nope/x"), None, "*/*").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, body) = call("GET", &format!("{master}/services/v2/apps"), None, "*/*").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("agora-services"), "{body}");
+}
+
+#[tokio::test]
+async fn the_dashboard_lists_the_agent_and_updates_live() {
+    let Some(browser) = browser_or_skip("the_dashboard_lists_the_agent_and_updates_live").await
+    else {
+        return;
+    };
+    let dev = Dev::start("cpus:2;mem:1024").await;
+    let summary = get_json(&format!("{}/state-summary", dev.url)).await;
+    let agent = summary["agents"][0]["id"].as_str().unwrap().to_string();
+    let c = browser.client();
+    c.goto(&format!("{}/", dev.url)).await.unwrap();
+    wait_text(&browser, "#conn", "Live").await;
+    wait_text(&browser, "#agents-h + .table-wrap", &agent).await;
+    wait_text(&browser, "#fw-h + .table-wrap", "agora-batch").await;
+    // A new task shows up without reloading the page.
+    let mut exec = Proc::spawn(
+        &[
+            "execute",
+            "--master",
+            dev.url.trim_start_matches("http://"),
+            "--name",
+            "ui-sleeper",
+            "--command",
+            &common::linger(dev.dir.path()),
+        ],
+        &[],
+    );
+    wait_text(&browser, "#tasks-h + .chips", "RUNNING").await;
+    exec.child.start_kill().unwrap();
+    // The agent's page.
+    click(&browser, &format!("a[href='#/agents/{agent}']")).await;
+    wait_text(&browser, "main", "Tasks on this agent").await;
+    let problems = console_problems(&browser, &[]).await;
+    assert!(problems.is_empty(), "console: {problems:#?}");
+    let title = c
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(title, "Agent");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_job_runs_from_the_jobs_page_and_shows_its_result_and_logs() {
+    let Some(browser) =
+        browser_or_skip("a_job_runs_from_the_jobs_page_and_shows_its_result_and_logs").await
+    else {
+        return;
+    };
+    let dev = Dev::start("cpus:2;mem:1024").await;
+    let batch = common::batch::Batch::at(&dev.batch);
+    batch
+        .create(
+            r#"{"id":"nightly-report","description":"Sums up the day",
+                "run":{"cmd":"echo report line one; echo report line two; echo warned >&2; exit 3","cpus":0.1,"mem":32},
+                "schedules":[{"id":"nightly","cron":"0 2 * * *","timezone":"UTC"}]}"#,
+        )
+        .await;
+    let c = browser.client();
+    c.goto(&format!("{}/#/jobs", dev.url)).await.unwrap();
+    let row = wait_text(&browser, "main table", "nightly-report").await;
+    assert!(
+        row.contains("0 2 * * *") && row.contains("never ran"),
+        "{row}"
+    );
+    // The next run is shown (02:00 UTC, within a day).
+    assert!(row.contains("in "), "a next run time: {row}");
+    click(&browser, "button[aria-label='Run nightly-report now']").await;
+    // The list shows the run's result.
+    wait_text(&browser, "main table", "FAILED").await;
+    // The job's page lists the run with its exit code.
+    click(&browser, "a[href='#/jobs/nightly-report']").await;
+    let runs = wait_text(&browser, "main table", "FAILED").await;
+    assert!(runs.contains("manual"), "{runs}");
+    let run = batch.runs("nightly-report").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_text(&browser, "main table", &run).await;
+    click(
+        &browser,
+        &format!("a[href='#/jobs/nightly-report/runs/{run}']"),
+    )
+    .await;
+    wait_text(&browser, "#run-status", "FAILED").await;
+    wait_text(&browser, "#run-exit-code", "3").await;
+    // Its logs: stdout, then stderr.
+    let out = wait_text(&browser, "pre.log", "report line two").await;
+    assert!(out.contains("report line one"), "{out}");
+    wait_text(&browser, ".log-status", "End of the log").await;
+    click(&browser, "button[data-stream='stderr']").await;
+    wait_text(&browser, "pre.log", "warned").await;
+    let problems = console_problems(&browser, &[]).await;
+    assert!(problems.is_empty(), "console: {problems:#?}");
+    browser.close().await;
+}
