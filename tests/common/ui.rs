@@ -42,6 +42,8 @@ impl Dev {
                 "127.0.0.1:0",
                 "--batch-listen",
                 "127.0.0.1:0",
+                "--services-listen",
+                "127.0.0.1:0",
                 "--containerizers",
                 "process",
                 "--resources",
