@@ -6,7 +6,11 @@
 //!    the `PUT` being answered to every instance `TASK_RUNNING` as the API
 //!    shows it (`tasksRunning`); the store is a redb file (the embedded
 //!    store), or ZooKeeper with `--zk`.
-//! 2. **List**: `--apps` apps of `--tasks-per-app` running instances each,
+//! 2. **Rolling restart**: an app of `--restart-instances` instances with
+//!    `minimumHealthCapacity` 0.9 (and `maximumOverCapacity` 0.1) restarted;
+//!    the time until the deployment is done, and the fewest instances
+//!    running (healthy) seen meanwhile, polling every 20 ms.
+//! 3. **List**: `--apps` apps of `--tasks-per-app` running instances each,
 //!    then `GET /v2/apps?embed=apps.tasks` `--requests` times one after
 //!    another: the latency of one answer, p50 / p99 / max.
 
@@ -30,6 +34,9 @@ pub struct ServicesBenchArgs {
     /// Instances the one app is scaled to.
     #[arg(long, env = "AGORA_INSTANCES", default_value = "10000", value_parser = crate::at_least_one)]
     pub instances: usize,
+    /// Instances of the app restarted (rolling).
+    #[arg(long, env = "AGORA_RESTART_INSTANCES", default_value = "1000", value_parser = crate::at_least_one)]
+    pub restart_instances: usize,
     /// Apps for the list measurement.
     #[arg(long, env = "AGORA_APPS", default_value = "1000", value_parser = crate::at_least_one)]
     pub apps: usize,
@@ -56,6 +63,9 @@ pub struct ServicesReport {
     pub instances: usize,
     pub scale_s: f64,
     pub instances_per_s: f64,
+    pub restart_instances: usize,
+    pub restart_s: f64,
+    pub restart_min_running: u64,
     pub apps: usize,
     pub tasks_listed: usize,
     pub list_ms_p50: f64,
@@ -71,6 +81,9 @@ impl ServicesReport {
             "instances": self.instances,
             "scale_s": round3(self.scale_s),
             "instances_per_s": self.instances_per_s.round(),
+            "restart_instances": self.restart_instances,
+            "restart_s": round3(self.restart_s),
+            "restart_min_running": self.restart_min_running,
             "apps": self.apps,
             "tasks_listed": self.tasks_listed,
             "list_ms_p50": round3(self.list_ms_p50),
@@ -222,7 +235,60 @@ pub async fn run(args: &ServicesBenchArgs) -> anyhow::Result<ServicesReport> {
     })
     .await?;
 
-    // 2. Many apps, then the list with every task.
+    // 2. A rolling restart that keeps 90 % running.
+    let r = args.restart_instances;
+    let app = json!({"id": "/bench/roll", "cmd": "sleep 3600", "cpus": 0.01, "mem": 1, "instances": r,
+                     "upgradeStrategy": {"minimumHealthCapacity": 0.9, "maximumOverCapacity": 0.1}});
+    api.send(reqwest::Method::POST, "/v2/apps", Some(app))
+        .await?;
+    api.wait(
+        "/v2/apps/bench/roll",
+        until,
+        "the app to restart running",
+        |v| {
+            v["app"]["tasksRunning"].as_u64() == Some(r as u64)
+                && v["app"]["deployments"]
+                    .as_array()
+                    .is_some_and(|d| d.is_empty())
+        },
+    )
+    .await?;
+    let started = Instant::now();
+    api.send(reqwest::Method::POST, "/v2/apps/bench/roll/restart", None)
+        .await?;
+    let mut restart_min_running = u64::MAX;
+    loop {
+        let v = api
+            .send(reqwest::Method::GET, "/v2/apps/bench/roll", None)
+            .await?;
+        let a = &v["app"];
+        restart_min_running = restart_min_running.min(a["tasksRunning"].as_u64().unwrap_or(0));
+        let done = a["deployments"].as_array().is_some_and(|d| d.is_empty())
+            && a["tasks"].as_array().is_some_and(|t| {
+                t.len() == r
+                    && t.iter()
+                        .all(|t| t["version"] == a["version"] && t["state"] == "TASK_RUNNING")
+            });
+        if done {
+            break;
+        }
+        if Instant::now() >= until {
+            anyhow::bail!("timed out waiting for the rolling restart");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let restart_s = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{r} instances restarted in {restart_s:.3} s, at least {restart_min_running} running throughout"
+    );
+    api.send(reqwest::Method::DELETE, "/v2/apps/bench/roll", None)
+        .await?;
+    api.wait("/v2/apps", until, "the restarted app removed", |v| {
+        v["apps"].as_array().is_some_and(|a| a.is_empty())
+    })
+    .await?;
+
+    // 3. Many apps, then the list with every task.
     let k = args.tasks_per_app;
     for i in 0..args.apps {
         let app = json!({"id": format!("/bench/list/app-{i:05}"), "cmd": "sleep 3600",
@@ -280,6 +346,9 @@ pub async fn run(args: &ServicesBenchArgs) -> anyhow::Result<ServicesReport> {
         instances: n,
         scale_s,
         instances_per_s: n as f64 / scale_s,
+        restart_instances: r,
+        restart_s,
+        restart_min_running,
         apps: args.apps,
         tasks_listed: listed,
         list_ms_p50: quantile(&latencies, 0.5),
