@@ -274,3 +274,68 @@ async fn agora_dev_restarted_keeps_its_apps_and_their_tasks() {
         .await;
     assert_eq!(after["version"], before["version"]);
 }
+
+#[tokio::test]
+async fn a_deployment_under_way_goes_on_under_the_new_leader() {
+    let Some(zk) = ZkServer::start().await else {
+        return;
+    };
+    let cluster = Cluster::start(
+        common::master_config(),
+        &["cpus:4;mem:1024;ports:[31000-31099]"],
+    )
+    .await;
+    let zk_url = zk.url("/agora-services");
+    let (mut a, api_a) = spawn_services(&cluster.addr(), &zk_url).await;
+    eventually("the first instance to lead", DEADLINE, || async {
+        (elected(&api_a).await == Some(true)).then_some(())
+    })
+    .await;
+    api_a.wait_serving().await;
+    let (_b, api_b) = spawn_services(&cluster.addr(), &zk_url).await;
+    // New instances are healthy once a marker file exists: the upgrade
+    // waits for it.
+    let marker = cluster.dir.path().join("healthy");
+    let def = json!({
+        "id": "/up", "cmd": linger(cluster.dir.path()), "cpus": 0.1, "mem": 16, "instances": 2,
+        "upgradeStrategy": {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.5}
+    });
+    api_a.create(&def.to_string()).await;
+    let before = api_a.wait_running("/up", 2).await;
+    let old = task_ids(&before);
+    let check = json!([{
+        "protocol": "COMMAND", "command": {"value": format!("test -e {}", marker.display())},
+        "delaySeconds": 0, "intervalSeconds": 1, "gracePeriodSeconds": 600,
+        "maxConsecutiveFailures": 0
+    }]);
+    let deployment = api_a
+        .update("/up", &json!({"healthChecks": check}).to_string())
+        .await;
+    api_a
+        .wait_app("a new instance running, not healthy", "/up", |a| {
+            running(a).len() == 3
+        })
+        .await;
+
+    a.kill9().await;
+    eventually("the standby to take over", DEADLINE, || async {
+        (elected(&api_b).await == Some(true)).then_some(())
+    })
+    .await;
+    api_b.wait_serving().await;
+    // The deployment is still there, the old instances still run.
+    let list = api_b.get("/v2/deployments").await;
+    assert_eq!(list[0]["id"], deployment.as_str(), "{list}");
+    let app = api_b.app("/up").await;
+    assert!(old.iter().all(|t| task_ids(&app).contains(t)), "{app}");
+    // Healthy now: the new leader finishes the upgrade.
+    std::fs::write(&marker, b"").unwrap();
+    let done = api_b
+        .wait_app("the upgrade finished by the new leader", "/up", |a| {
+            running(a).len() == 2
+                && a["tasksHealthy"] == 2
+                && a["deployments"].as_array().is_some_and(|d| d.is_empty())
+        })
+        .await;
+    assert!(task_ids(&done).iter().all(|t| !old.contains(t)), "{done}");
+}

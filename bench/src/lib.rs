@@ -13,6 +13,8 @@
 //!   each of 1,000 tasks (simulated tasks, real checks over loopback).
 //! * [`launch`]: a real master, simulated agents and a framework launching
 //!   tasks as fast as offers allow.
+//! * [`services`]: the services framework scaling one app to 10,000
+//!   instances, and listing 1,000 apps with their tasks.
 //! * [`sim`]: simulated agents over real gRPC sessions, as a library (also
 //!   `agora bench agents`, to point at any master).
 
@@ -23,6 +25,7 @@ pub mod failover;
 pub mod health;
 pub mod launch;
 mod process;
+pub mod services;
 pub mod sim;
 
 use clap::Subcommand;
@@ -83,6 +86,10 @@ pub enum BenchCommand {
     /// second against its own endpoint on loopback; measures the agent's CPU
     /// use and how late the checks start.
     Health(health::HealthArgs),
+    /// Scales one app of the services framework from 0 to 10,000 instances
+    /// on 1,000 simulated agents, then lists 1,000 apps x 10 tasks
+    /// (`GET /v2/apps?embed=apps.tasks`).
+    Services(services::ServicesBenchArgs),
 }
 
 /// Runs one benchmark and prints its JSON line.
@@ -100,6 +107,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Docker(args) => report(&docker::run(&args).await?.json()),
         BenchCommand::Failover(args) => report(&failover::run(&args).await?.json()),
         BenchCommand::Health(args) => report(&health::run(&args).await?.json()),
+        BenchCommand::Services(args) => report(&services::run(&args).await?.json()),
     }
     Ok(())
 }

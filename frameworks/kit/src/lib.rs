@@ -10,7 +10,7 @@
 //! | [`backoff`] | Marathon's launch backoff | pure |
 //! | [`store`] | typed JSON values over a coord store; batches split into as few atomic writes as the store allows | I/O |
 //! | [`election`] | leader election among a framework's instances (standalone or ZooKeeper), terms with fenced stores | I/O |
-//! | [`http`] | warp pieces: leader-only routes (307 to the leader), SSE event bus, JSON errors | I/O |
+//! | [`http`] | warp pieces: leader-only routes (307 to the leader) or a standby forwarding to the leader, bounded bodies, SSE event bus (filtered by kind), JSON errors | I/O |
 //!
 //! The guide is `docs/framework-kit.md`.
 

@@ -241,6 +241,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn changes_merge_later_writes_over_earlier_ones() {
+        let mut a = Changes::default();
+        a.put("k1".into(), &1);
+        a.delete("k2".into());
+        let mut b = Changes::default();
+        b.delete("k1".into());
+        b.put("k2".into(), &2);
+        b.put("k3".into(), &3);
+        a.merge(b);
+        assert_eq!(a.deletes.iter().collect::<Vec<_>>(), ["k1"]);
+        assert_eq!(a.puts.keys().collect::<Vec<_>>(), ["k2", "k3"]);
+        assert_eq!(a.puts["k2"].get(), "2");
+        assert_eq!(a.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn records_round_trip_through_a_store() {
+        let records = Records::new(FrameworkStore::memory());
+        let app: crate::app::AppDefinition =
+            serde_json::from_value(serde_json::json!({"id": "/a", "cmd": "x"})).unwrap();
+        let stored = StoredApp {
+            definition: app,
+            version: 5,
+            last_scaling_at: 5,
+            last_config_change_at: 5,
+        };
+        let mut c = Changes::default();
+        c.put(app_key("/a"), &stored);
+        c.put(version_key("/a", 5), &stored);
+        records.commit(c).await.unwrap();
+        let loaded = records.load().await.unwrap();
+        assert_eq!(loaded.apps["/a"], stored);
+        assert_eq!(loaded.versions["/a"], [5]);
+        assert_eq!(records.version("/a", 5).await.unwrap(), Some(stored));
+        assert_eq!(records.version("/a", 6).await.unwrap(), None);
+    }
+
+    #[test]
     fn keys_sort_and_split() {
         assert!(version_key("/a", 5) < version_key("/a", 40));
         assert_eq!(shard_key("/team/web", 3), "instances//team/web#03");
