@@ -88,5 +88,14 @@ export function start() {
   if (!source) {
     setStatus('connecting');
     open();
+    // A page left for another (kept in the back/forward cache) must not
+    // hold its connection: browsers allow only six per host over HTTP/1.1.
+    window.addEventListener('pagehide', () => {
+      clearTimeout(retryTimer);
+      source.close();
+    });
+    window.addEventListener('pageshow', (e) => {
+      if (e.persisted) open();
+    });
   }
 }

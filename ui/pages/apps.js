@@ -3,7 +3,7 @@
 // Suspend and Destroy; an app's tasks, deployment, versions and last
 // failure; create and edit from JSON. Every action is the documented REST
 // call, and the API's errors are shown where the action was made.
-import { h, replace, table, badge, toast } from '../lib/dom.js';
+import { h, replace, table, badge, toast, firstRender } from '../lib/dom.js';
 import { call, get } from '../lib/api.js';
 import { poll } from '../lib/poll.js';
 import { dialog, confirmDialog } from '../lib/dialog.js';
@@ -131,6 +131,7 @@ export function list(root, _params, query) {
       shown.map((a) => appRow(a, queued, () => p.now())),
       { empty: q ? 'No app matches.' : 'No apps yet: create one.', captionHidden: true }),
     h('p', { class: 'muted small' }, `${num(shown.length, 0)} of ${num(apps.apps.length, 0)} apps.`));
+    firstRender('apps');
   };
   filter.addEventListener('input', draw);
   const p = poll(async (signal) => {
@@ -297,6 +298,7 @@ export function app(root, [rest]) {
           : h('p', { class: 'muted' }, 'No task of this app has failed.'),
         h('h2', null, 'Configuration versions'),
         versionsBox);
+      firstRender('app');
     },
     onError: (e, retry) => {
       if (e.status === 404 && !/agora-services/.test(e.message)) {
