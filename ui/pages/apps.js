@@ -262,7 +262,7 @@ export function app(root, [rest]) {
       const status = appStatus(a, queued);
       const c = a.container && a.container.docker;
       replace(head,
-        h('div', { class: 'toolbar' }, h('h1', null, a.id), badge(status, stateKind(status)), h('span', { class: 'spacer' }),
+        h('div', { class: 'toolbar' }, h('h1', null, a.id), h('span', { id: 'app-status' }, badge(status, stateKind(status))), h('span', { class: 'spacer' }),
           actions(a, () => { after(); }),
           h('a', { class: 'btn btn-small', href: `${appHref(a.id)}/edit`, 'aria-label': `Edit ${a.id}` }, 'Edit')),
         h('dl', { class: 'kv' },
