@@ -92,14 +92,25 @@ async function destroy(app, after) {
   if (after) after();
 }
 
-function actions(app, after) {
-  const b = (label, fn, cls = '') => h('button', { type: 'button', class: `btn btn-small ${cls}`, 'aria-label': `${label} ${app.id}`, onclick: () => fn(app, after) }, label);
-  return h('div', { class: 'actions' },
-    b('Scale', scaleDialog), b('Restart', restart), b('Suspend', suspend), b('Destroy', destroy, 'btn-danger'));
+const ACTIONS = { Scale: scaleDialog, Restart: restart, Suspend: suspend, Destroy: destroy };
+
+/** The action buttons of an app; their clicks are handled by `onAction` (one listener per list). */
+function actionButtons(app) {
+  const b = (label, cls = '') => h('button', { type: 'button', class: `btn btn-small ${cls}`, 'aria-label': `${label} ${app.id}`, 'data-action': label }, label);
+  return h('div', { class: 'actions' }, b('Scale'), b('Restart'), b('Suspend'), b('Destroy', 'btn-danger'));
 }
 
-function appRow(app, queued, after) {
-  const status = appStatus(app, queued);
+/** Handles a click on an action button inside `container`, for the app `appOf(button)`. */
+function onActions(container, appOf, after) {
+  container.addEventListener('click', (e) => {
+    const button = e.target.closest('button[data-action]');
+    if (!button || !container.contains(button)) return;
+    const app = appOf(button);
+    if (app) ACTIONS[button.dataset.action](app, after);
+  });
+}
+
+function appRow(app, status) {
   return h('tr', { 'data-app': app.id },
     h('td', null, h('a', { href: appHref(app.id) }, app.id)),
     h('td', null, badge(status, stateKind(status))),
@@ -107,31 +118,81 @@ function appRow(app, queued, after) {
     h('td', null, healthBar(app)),
     h('td', { class: 'num' }, num(app.cpus)),
     h('td', { class: 'num' }, `${num(app.mem, 0)} MB`),
-    h('td', null, actions(app, after)));
+    h('td', null, actionButtons(app)));
 }
+
+/** Rows built per slice before the page gets the main thread back. */
+const ROWS_PER_SLICE = 150;
 
 export function list(root, _params, query) {
   const banner = errorBanner();
   const filter = h('input', { id: 'app-filter', type: 'search', placeholder: 'Filter by id', value: query.get('q') || '' });
-  const box = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
+  const tbody = h('tbody');
+  const emptyRow = h('tr', null, h('td', { colspan: 7, class: 'muted' }, 'Loading…'));
+  tbody.append(emptyRow);
+  const count = h('p', { class: 'muted small' });
+  const headers = ['App', 'Status', 'Running / instances', 'Health', 'CPUs', 'Memory', 'Actions'];
   replace(root,
     h('div', { class: 'toolbar' }, h('h1', null, 'Apps'), h('span', { class: 'spacer' }),
       h('label', { for: 'app-filter', class: 'sr-only' }, 'Filter apps by id'), filter,
       h('a', { class: 'btn btn-primary', href: '#/apps-new' }, 'Create app')),
-    banner.el, box);
+    banner.el,
+    h('div', { class: 'table-wrap' }, h('table', { class: 'apps' },
+      h('caption', { class: 'sr-only' }, 'Apps'),
+      h('thead', null, h('tr', null, headers.map((x) => h('th', { scope: 'col' }, x)))), tbody)),
+    count);
+  // Rows are kept by app and rebuilt only when the app changed, so an
+  // update of a large list touches only what moved.
+  const rows = new Map();
+  const apps = new Map();
   let last = null;
   let lastText = '';
+  let drawing = 0;
+  onActions(tbody, (button) => apps.get(button.closest('tr').dataset.app), () => p.now());
   const draw = () => {
     if (!last) return;
-    const [apps, queue] = last;
+    const run = ++drawing;
+    const [data, queue] = last;
     const q = filter.value.trim();
     const queued = new Map((queue.queue || []).map((x) => [x.app.id, x]));
-    const shown = apps.apps.filter((a) => !q || a.id.includes(q)).sort((a, b) => a.id.localeCompare(b.id));
-    replace(box, table('Apps', ['App', 'Status', 'Running / instances', 'Health', 'CPUs', 'Memory', 'Actions'],
-      shown.map((a) => appRow(a, queued, () => p.now())),
-      { empty: q ? 'No app matches.' : 'No apps yet: create one.', captionHidden: true }),
-    h('p', { class: 'muted small' }, `${num(shown.length, 0)} of ${num(apps.apps.length, 0)} apps.`));
-    firstRender('apps');
+    const shown = data.apps.filter((a) => !q || a.id.includes(q)).sort((a, b) => a.id.localeCompare(b.id));
+    apps.clear();
+    for (const a of data.apps) apps.set(a.id, a);
+    for (const id of rows.keys()) if (!apps.has(id)) rows.delete(id);
+    count.textContent = `${num(shown.length, 0)} of ${num(data.apps.length, 0)} apps.`;
+    if (!shown.length) {
+      emptyRow.firstChild.textContent = q ? 'No app matches.' : 'No apps yet: create one.';
+      tbody.replaceChildren(emptyRow);
+      firstRender('apps');
+      return;
+    }
+    // Slices of rows, the first at once: the page shows the first screens
+    // of a long list while the rest is built, and stays responsive.
+    let i = 0;
+    const slice = () => {
+      if (run !== drawing) return;
+      const end = Math.min(i + ROWS_PER_SLICE, shown.length);
+      for (; i < end; i += 1) {
+        const a = shown[i];
+        const status = appStatus(a, queued);
+        const key = `${status}|${JSON.stringify(a)}`;
+        let r = rows.get(a.id);
+        if (!r || r.key !== key) {
+          r = { key, tr: appRow(a, status) };
+          rows.set(a.id, r);
+        }
+        const at = tbody.children[i];
+        if (at !== r.tr) tbody.insertBefore(r.tr, at || null);
+      }
+      if (i === ROWS_PER_SLICE || i === shown.length) firstRender('apps');
+      if (i < shown.length) {
+        setTimeout(slice, 0);
+      } else {
+        while (tbody.children.length > shown.length) tbody.lastChild.remove();
+        if (!performance.getEntriesByName('agora:complete:apps').length) performance.mark('agora:complete:apps');
+      }
+    };
+    slice();
   };
   filter.addEventListener('input', draw);
   const p = poll(async (signal) => {
@@ -144,7 +205,7 @@ export function list(root, _params, query) {
     everyMs: 2000,
     onData: (d) => {
       banner.clear();
-      // Redraw only when something changed (a large list stays cheap).
+      // Nothing to do when nothing changed.
       const text = JSON.stringify(d);
       if (text === lastText) return;
       lastText = text;
@@ -153,7 +214,7 @@ export function list(root, _params, query) {
     },
     onError: (e, retry) => banner.show(e, retry),
   });
-  return () => p.stop();
+  return () => { drawing += 1; p.stop(); };
 }
 
 function deploymentView(d, after) {
@@ -247,7 +308,9 @@ export function app(root, [rest]) {
   const body = h('div');
   replace(root, h('p', null, h('a', { href: '#/apps' }, '← Apps')), banner.el, head, body);
   let versionsText = '';
+  let current = null;
   const versionsBox = h('div');
+  onActions(head, () => current, () => p.now());
   const p = poll(async (signal) => Promise.all([
     get(appPath(id), { signal }),
     get(`${API}/deployments`, { signal }),
@@ -261,9 +324,11 @@ export function app(root, [rest]) {
       const queued = new Map((queue.queue || []).map((x) => [x.app.id, x]));
       const status = appStatus(a, queued);
       const c = a.container && a.container.docker;
+      current = a;
+      const appActions = actionButtons(a);
       replace(head,
         h('div', { class: 'toolbar' }, h('h1', null, a.id), h('span', { id: 'app-status' }, badge(status, stateKind(status))), h('span', { class: 'spacer' }),
-          actions(a, () => { after(); }),
+          appActions,
           h('a', { class: 'btn btn-small', href: `${appHref(a.id)}/edit`, 'aria-label': `Edit ${a.id}` }, 'Edit')),
         h('dl', { class: 'kv' },
           h('dt', null, 'Running / instances'), h('dd', { id: 'app-running' }, `${a.tasksRunning || 0} / ${a.instances}`),
