@@ -441,23 +441,24 @@ impl SimData {
     fn app(&self, i: usize, tick: u64) -> Value {
         let n = self.instances;
         // A few apps deploy or lack instances at any time.
-        let deploying = (i as u64 + tick / 5) % 97 == 0;
+        let deploying = (i as u64 + tick / 5).is_multiple_of(97);
         let running = if deploying { n.saturating_sub(1) } else { n };
-        let unhealthy = usize::from(i % 53 == 0);
+        let unhealthy = usize::from(i.is_multiple_of(53));
+        let suspended = i.is_multiple_of(89);
         json!({
             "id": self.app_id(i),
             "cmd": format!("./serve --port $PORT0 --shard {i}"),
             "cpus": 0.1, "mem": 32.0, "disk": 0.0,
-            "instances": if i % 89 == 0 { 0 } else { n },
+            "instances": if suspended { 0 } else { n },
             "env": {}, "labels": {"team": format!("team-{}", i % 10)},
             "portDefinitions": [{"port": 10000 + i, "protocol": "tcp", "name": "http"}],
             "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0}],
             "version": Self::version(i),
             "versionInfo": {"lastScalingAt": Self::version(i), "lastConfigChangeAt": Self::version(i)},
             "tasksStaged": n - running,
-            "tasksRunning": if i % 89 == 0 { 0 } else { running },
-            "tasksHealthy": if i % 89 == 0 { 0 } else { running - unhealthy },
-            "tasksUnhealthy": if i % 89 == 0 { 0 } else { unhealthy },
+            "tasksRunning": if suspended { 0 } else { running },
+            "tasksHealthy": if suspended { 0 } else { running - unhealthy },
+            "tasksUnhealthy": if suspended { 0 } else { unhealthy },
             "deployments": if deploying { json!([{"id": format!("deploy-{i}")}]) } else { json!([]) },
         })
     }

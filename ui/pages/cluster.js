@@ -55,7 +55,15 @@ function resourcesCard(s) {
       h('span', { class: 'key offered' }, 'offered'), ' ', h('span', { class: 'key free' }, 'free')));
 }
 
+/** The charts' card: redrawn alone on samples that bring no new summary. */
+const chartsBox = h('div');
+
 function chartsCard() {
+  replace(chartsBox, charts());
+  return chartsBox;
+}
+
+function charts() {
   const samples = live.samples();
   const series = (k, part) => samples.map((p) => [p.t, p[k].total ? p[k][part] / p[k].total : 0]);
   return h('section', { class: 'card wide', 'aria-labelledby': 'charts-h' },
@@ -140,7 +148,8 @@ function offersTable(s, caption) {
 }
 
 export function dashboard(root) {
-  return livePage(root, 'Cluster', (s) => [
+  const stopSamples = live.onSample(() => replace(chartsBox, charts()));
+  const stop = livePage(root, 'Cluster', (s) => [
     h('div', { class: 'stats' },
       stat('agents', num((s.agents || []).filter((a) => a.status === 'connected').length, 0),
         h('div', { class: 'muted small' }, `${(s.agents || []).length} known`)),
@@ -157,6 +166,7 @@ export function dashboard(root) {
       { empty: 'No roles in use.', captionHidden: true })),
     h('section', { 'aria-labelledby': 'offers-h' }, h('h2', { id: 'offers-h' }, 'Outstanding offers'), offersTable(s, 'Outstanding offers')),
   ], 'cluster');
+  return () => { stop(); stopSamples(); };
 }
 
 export function agents(root) {
