@@ -449,3 +449,46 @@ async fn apps_are_created_scaled_killed_and_rolled_back_from_the_browser() {
     assert!(problems.is_empty(), "console: {problems:#?}");
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_standby_masters_ui_sends_the_browser_to_the_leader() {
+    let Some(browser) =
+        browser_or_skip("a_standby_masters_ui_sends_the_browser_to_the_leader").await
+    else {
+        return;
+    };
+    let Some(zk) = common::zk::ZkServer::start().await else {
+        return;
+    };
+    let zk_url = zk.url("/agora");
+    let (_a, a) = common::zk::spawn_zk_master(&zk_url, &[]).await;
+    let (_b, b) = common::zk::spawn_zk_master(&zk_url, &[]).await;
+    let leader = common::zk::wait_one_leader(&[a.clone(), b.clone()], DEADLINE).await;
+    let standby = if leader == a { b } else { a };
+    // The standby's summary (and its stream) say who leads.
+    eventually("the standby to know the leader", DEADLINE, || {
+        let url = format!("http://{standby}/state-summary");
+        let leader = leader.clone();
+        async move {
+            let s = get_json(&url).await;
+            (s["elected"] == false && s["leader"]["address"] == leader.as_str()).then_some(())
+        }
+    })
+    .await;
+    // The page itself is the leader's: the standby redirects it there.
+    let c = browser.client();
+    c.goto(&format!("http://{standby}/#/agents")).await.unwrap();
+    eventually("the browser on the leader's UI", DEADLINE, || async {
+        let url = c.current_url().await.ok()?;
+        (url.host_str() == Some("127.0.0.1")
+            && url.port().map(|p| p.to_string())
+                == leader.rsplit_once(':').map(|x| x.1.to_string()))
+        .then_some(())
+    })
+    .await;
+    wait_text(&browser, "#conn", "Live").await;
+    wait_text(&browser, "h1", "Agents").await;
+    let problems = console_problems(&browser, &[]).await;
+    assert!(problems.is_empty(), "console: {problems:#?}");
+    browser.close().await;
+}
