@@ -235,6 +235,23 @@ async fn the_dashboard_lists_the_agent_and_updates_live() {
     );
     wait_text(&browser, "#tasks-h + .chips", "RUNNING").await;
     exec.child.start_kill().unwrap();
+    // On a narrow screen the page does not overflow sideways (wide tables
+    // scroll inside their own box) and the navigation stays reachable.
+    c.set_window_size(400, 800).await.unwrap();
+    eventually("the page to fit a narrow screen", DEADLINE, || async {
+        let fits = c
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (fits == serde_json::json!(true)).then_some(())
+    })
+    .await;
+    let nav = c.find(Locator::Css("nav a[href='#/apps']")).await.unwrap();
+    assert!(nav.is_displayed().await.unwrap());
+    c.set_window_size(1280, 900).await.unwrap();
     // The agent's page.
     click(&browser, &format!("a[href='#/agents/{agent}']")).await;
     wait_text(&browser, "main", "Tasks on this agent").await;
