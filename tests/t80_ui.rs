@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ui::{Dev, browser_or_skip, click, console_problems, wait_text};
+use common::ui::{Dev, browser_or_skip, click, console_problems, paste, wait_text};
 use common::{DEADLINE, Proc, eventually, get_json, spawn_agent, spawn_master};
 use fantoccini::Locator;
 use serde_json::Value;
@@ -235,6 +235,23 @@ async fn the_dashboard_lists_the_agent_and_updates_live() {
     );
     wait_text(&browser, "#tasks-h + .chips", "RUNNING").await;
     exec.child.start_kill().unwrap();
+    // On a narrow screen the page does not overflow sideways (wide tables
+    // scroll inside their own box) and the navigation stays reachable.
+    c.set_window_size(400, 800).await.unwrap();
+    eventually("the page to fit a narrow screen", DEADLINE, || async {
+        let fits = c
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (fits == serde_json::json!(true)).then_some(())
+    })
+    .await;
+    let nav = c.find(Locator::Css("nav a[href='#/apps']")).await.unwrap();
+    assert!(nav.is_displayed().await.unwrap());
+    c.set_window_size(1280, 900).await.unwrap();
     // The agent's page.
     click(&browser, &format!("a[href='#/agents/{agent}']")).await;
     wait_text(&browser, "main", "Tasks on this agent").await;
@@ -301,6 +318,193 @@ async fn a_job_runs_from_the_jobs_page_and_shows_its_result_and_logs() {
     wait_text(&browser, ".log-status", "End of the log").await;
     click(&browser, "button[data-stream='stderr']").await;
     wait_text(&browser, "pre.log", "warned").await;
+    let problems = console_problems(&browser, &[]).await;
+    assert!(problems.is_empty(), "console: {problems:#?}");
+    browser.close().await;
+}
+
+/// Submits the open dialog and waits for it to close; an error it shows
+/// fails the test with the API's message.
+async fn submit_dialog(b: &agora_bench::browser::Browser) {
+    click(b, "dialog button[type=submit]").await;
+    let c = b.client();
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let state = c
+            .execute(
+                "const d = document.querySelector('dialog'); \
+                 return d ? d.querySelector('.form-error').textContent : null;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        match state.as_str() {
+            None => {
+                let toasts = c
+                    .execute(
+                        "return document.getElementById('toasts').innerText;",
+                        vec![],
+                    )
+                    .await
+                    .unwrap();
+                assert!(
+                    !toasts.as_str().unwrap_or_default().is_empty(),
+                    "no message after the dialog"
+                );
+                return;
+            }
+            Some(err) => assert!(err.is_empty(), "the dialog says: {err}"),
+        }
+        assert!(Instant::now() < until, "the dialog did not close");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn apps_are_created_scaled_killed_and_rolled_back_from_the_browser() {
+    let Some(browser) =
+        browser_or_skip("apps_are_created_scaled_killed_and_rolled_back_from_the_browser").await
+    else {
+        return;
+    };
+    let dev = Dev::start("cpus:4;mem:2048").await;
+    let c = browser.client();
+    let cmd = common::linger(dev.dir.path());
+    c.goto(&format!("{}/#/apps-new", dev.url)).await.unwrap();
+    // Invalid: the API's error shows at the field.
+    let bad = serde_json::json!({"id": "/web", "cmd": cmd, "cpus": 0, "mem": 32, "instances": 1});
+    paste(&browser, "#app-json", &bad.to_string()).await;
+    click(&browser, "main form button[type=submit]").await;
+    let err = wait_text(&browser, "[data-field-error='/cpus']", "/cpus").await;
+    assert!(
+        err.len() > "/cpus: ".len(),
+        "a message with the path: {err}"
+    );
+    let invalid = c
+        .find(Locator::Css("#app-json"))
+        .await
+        .unwrap()
+        .attr("aria-invalid")
+        .await
+        .unwrap();
+    assert_eq!(invalid.as_deref(), Some("true"));
+    // Fixed, it is created and runs.
+    let good =
+        serde_json::json!({"id": "/web", "cmd": cmd, "cpus": 0.1, "mem": 32, "instances": 1});
+    paste(&browser, "#app-json", &good.to_string()).await;
+    click(&browser, "main form button[type=submit]").await;
+    wait_text(&browser, "#app-running", "1 / 1").await;
+    let first_version = get_json(&format!("{}/v2/apps/web", dev.services)).await["app"]
+        ["versionInfo"]["lastConfigChangeAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Scale with the dialog (once the first deployment is done); the
+    // running count follows.
+    wait_text(&browser, "#app-status", "Running").await;
+    click(&browser, "button[aria-label='Scale /web']").await;
+    paste(&browser, "#scale-instances", "3").await;
+    submit_dialog(&browser).await;
+    wait_text(&browser, "#app-running", "3 / 3").await;
+    wait_text(&browser, "#app-status", "Running").await;
+
+    // Kill a task: it is replaced.
+    let tasks = get_json(&format!("{}/v2/apps/web/tasks", dev.services)).await;
+    let victim = tasks["tasks"][0]["id"].as_str().unwrap().to_string();
+    wait_text(&browser, "main table", &victim).await;
+    click(
+        &browser,
+        &format!("button[aria-label='Kill task {victim}']"),
+    )
+    .await;
+    submit_dialog(&browser).await;
+    eventually("the killed task to be replaced", DEADLINE, || {
+        let url = format!("{}/v2/apps/web/tasks", dev.services);
+        let victim = victim.clone();
+        async move {
+            let t = get_json(&url).await;
+            let ids: Vec<String> = t["tasks"]
+                .as_array()?
+                .iter()
+                .filter(|t| t["state"] == "TASK_RUNNING")
+                .map(|t| t["id"].as_str().unwrap().to_string())
+                .collect();
+            (ids.len() == 3 && !ids.contains(&victim)).then_some(())
+        }
+    })
+    .await;
+    wait_text(&browser, "#app-running", "3 / 3").await;
+
+    // A new configuration, then back to the first one from the versions list.
+    let (status, _, body) = call(
+        "PUT",
+        &format!("{}/services/v2/apps/web", dev.url),
+        Some(r#"{"env":{"COLOR":"blue"}}"#),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_text(&browser, "#app-status", "Running").await;
+    let apply = format!("button[aria-label='Apply version {first_version}']");
+    click(&browser, &apply).await;
+    submit_dialog(&browser).await;
+    eventually("the rollback to the first configuration", DEADLINE, || {
+        let url = format!("{}/v2/apps/web", dev.services);
+        async move {
+            let app = get_json(&url).await;
+            let env = app["app"]["env"].as_object()?;
+            (!env.contains_key("COLOR") && app["app"]["deployments"] == serde_json::json!([]))
+                .then_some(())
+        }
+    })
+    .await;
+    // The first configuration had one instance.
+    wait_text(&browser, "#app-running", "1 / 1").await;
+    // Only the 422 asked for above shows in the console.
+    let problems = console_problems(&browser, &["422"]).await;
+    assert!(problems.is_empty(), "console: {problems:#?}");
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_standby_masters_ui_sends_the_browser_to_the_leader() {
+    let Some(browser) =
+        browser_or_skip("a_standby_masters_ui_sends_the_browser_to_the_leader").await
+    else {
+        return;
+    };
+    let Some(zk) = common::zk::ZkServer::start().await else {
+        return;
+    };
+    let zk_url = zk.url("/agora");
+    let (_a, a) = common::zk::spawn_zk_master(&zk_url, &[]).await;
+    let (_b, b) = common::zk::spawn_zk_master(&zk_url, &[]).await;
+    let leader = common::zk::wait_one_leader(&[a.clone(), b.clone()], DEADLINE).await;
+    let standby = if leader == a { b } else { a };
+    // The standby's summary (and its stream) say who leads.
+    eventually("the standby to know the leader", DEADLINE, || {
+        let url = format!("http://{standby}/state-summary");
+        let leader = leader.clone();
+        async move {
+            let s = get_json(&url).await;
+            (s["elected"] == false && s["leader"]["address"] == leader.as_str()).then_some(())
+        }
+    })
+    .await;
+    // The page itself is the leader's: the standby redirects it there.
+    let c = browser.client();
+    c.goto(&format!("http://{standby}/#/agents")).await.unwrap();
+    eventually("the browser on the leader's UI", DEADLINE, || async {
+        let url = c.current_url().await.ok()?;
+        (url.host_str() == Some("127.0.0.1")
+            && url.port().map(|p| p.to_string())
+                == leader.rsplit_once(':').map(|x| x.1.to_string()))
+        .then_some(())
+    })
+    .await;
+    wait_text(&browser, "#conn", "Live").await;
+    wait_text(&browser, "h1", "Agents").await;
     let problems = console_problems(&browser, &[]).await;
     assert!(problems.is_empty(), "console: {problems:#?}");
     browser.close().await;

@@ -192,7 +192,7 @@ async fn start_master(args: &LaunchArgs) -> anyhow::Result<(MasterUnderTest, Str
 }
 
 /// How many tasks of `task` fit in `offer` (scalars only).
-fn fits(offer: &Resources, task: &Resources) -> usize {
+pub(crate) fn fits(offer: &Resources, task: &Resources) -> usize {
     let mut n = usize::MAX;
     for r in task.iter() {
         let need = task.scalar(&r.name).milli();

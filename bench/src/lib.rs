@@ -15,6 +15,7 @@
 //!   tasks as fast as offers allow.
 //! * [`services`]: the services framework scaling one app to 10,000
 //!   instances, and listing 1,000 apps with their tasks.
+//! * [`ui`]: the web UI's first render of a large cluster, in headless Chromium.
 //! * [`sim`]: simulated agents over real gRPC sessions, as a library (also
 //!   `agora bench agents`, to point at any master).
 
@@ -27,6 +28,7 @@ pub mod launch;
 mod process;
 pub mod services;
 pub mod sim;
+pub mod ui;
 
 use clap::Subcommand;
 
@@ -90,6 +92,10 @@ pub enum BenchCommand {
     /// on 1,000 simulated agents, then lists 1,000 apps x 10 tasks
     /// (`GET /v2/apps?embed=apps.tasks`).
     Services(services::ServicesBenchArgs),
+    /// Times the web UI's first render of the dashboard and of the apps list
+    /// (1,000 apps, 10,000 tasks) in headless Chromium, through the
+    /// Performance API.
+    Ui(ui::UiArgs),
 }
 
 /// Runs one benchmark and prints its JSON line.
@@ -108,6 +114,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Failover(args) => report(&failover::run(&args).await?.json()),
         BenchCommand::Health(args) => report(&health::run(&args).await?.json()),
         BenchCommand::Services(args) => report(&services::run(&args).await?.json()),
+        BenchCommand::Ui(args) => report(&ui::run(&args).await?.json()),
     }
     Ok(())
 }

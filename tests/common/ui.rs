@@ -16,6 +16,8 @@ pub struct Dev {
     pub url: String,
     /// `http://127.0.0.1:PORT` of the batch framework.
     pub batch: String,
+    /// `http://127.0.0.1:PORT` of the services framework.
+    pub services: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -53,10 +55,12 @@ impl Dev {
         );
         let url = url_in(&proc.wait_line("web UI:").await);
         let batch = url_in(&proc.wait_line("batch (jobs):").await);
+        let services = url_in(&proc.wait_line("services (apps):").await);
         Dev {
             proc,
             url,
             batch,
+            services,
             dir,
         }
     }
@@ -96,9 +100,16 @@ pub async fn wait_text(b: &Browser, css: &str, needle: &str) -> String {
         }
         if tokio::time::Instant::now() >= until {
             let url = b.client().current_url().await.map(|u| u.to_string());
+            let console = b.console().await.unwrap_or_default();
+            let page = b
+                .client()
+                .execute("return document.body.innerText.slice(0, 3000);", vec![])
+                .await
+                .unwrap_or_default();
             panic!(
                 "timed out after {DEADLINE:?} waiting for `{needle}` in `{css}` on {url:?}; its text \
-                 was:\n{last}"
+                 was:\n{last}\nconsole: {console:#?}\npage: {}",
+                page.as_str().unwrap_or_default()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -117,6 +128,24 @@ pub async fn click(b: &Browser, css: &str) {
     el.click()
         .await
         .unwrap_or_else(|e| panic!("clicking `{css}`: {e}"));
+}
+
+/// Sets a form field's value as a paste would (an `input` event follows).
+pub async fn paste(b: &Browser, css: &str, value: &str) {
+    b.client()
+        .wait()
+        .at_most(DEADLINE)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no element `{css}`: {e}"));
+    b.client()
+        .execute(
+            "const el = document.querySelector(arguments[0]); el.value = arguments[1]; \
+             el.dispatchEvent(new Event('input', {bubbles: true}));",
+            vec![serde_json::json!(css), serde_json::json!(value)],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("setting `{css}`: {e}"));
 }
 
 /// Console messages at level SEVERE or WARNING, but for failed requests

@@ -68,3 +68,12 @@ export function toast(message, kind = 'info') {
   if (kind !== 'error') setTimeout(() => t.remove(), 4000);
   return t;
 }
+
+/**
+ * Marks a page's first render with data (Performance API), once per page
+ * load: `agora:first-render:<page>`. `agora bench ui` reads it.
+ */
+export function firstRender(page) {
+  const name = `agora:first-render:${page}`;
+  if (!performance.getEntriesByName(name).length) performance.mark(name);
+}

@@ -19,6 +19,14 @@ export const summary = () => latest;
 export const samples = () => history;
 export const connection = () => status;
 
+const sampleListeners = new Set();
+
+/** Calls fn() on every new sample that came without a new summary (the charts move on). */
+export function onSample(fn) {
+  sampleListeners.add(fn);
+  return () => sampleListeners.delete(fn);
+}
+
 /** Calls fn(summary) now (if known) and on every new summary; returns an unsubscribe. */
 export function subscribe(fn) {
   listeners.add(fn);
@@ -37,7 +45,10 @@ function setStatus(s, detail) {
   el.title = s === 'live' ? 'Receiving updates from the master' : 'Not receiving updates from the master';
 }
 
+let lastSample = 0;
+
 function record(s) {
+  lastSample = Date.now();
   const r = s.resources || {};
   const sample = { t: Date.now(), tasks: (s.tasks_by_state || {}).TASK_RUNNING || 0 };
   for (const k of ['cpus', 'mem', 'disk']) {
@@ -88,5 +99,23 @@ export function start() {
   if (!source) {
     setStatus('connecting');
     open();
+    // The master sends a summary only when something changed: a quiet
+    // cluster still gets a sample every 2 s, so the charts go on in time.
+    setInterval(() => {
+      if (!latest || status !== 'live' || Date.now() - lastSample < 1900) return;
+      record(latest);
+      for (const fn of sampleListeners) {
+        try { fn(); } catch (e) { console.error(e); }
+      }
+    }, 2000);
+    // A page left for another (kept in the back/forward cache) must not
+    // hold its connection: browsers allow only six per host over HTTP/1.1.
+    window.addEventListener('pagehide', () => {
+      clearTimeout(retryTimer);
+      source.close();
+    });
+    window.addEventListener('pageshow', (e) => {
+      if (e.persisted) open();
+    });
   }
 }

@@ -1,6 +1,6 @@
 // The cluster pages: the dashboard, agents, frameworks and offers, all
 // drawn from the master's live summary (/state-summary/events).
-import { h, replace, table, stat, badge } from '../lib/dom.js';
+import { h, replace, table, stat, badge, firstRender } from '../lib/dom.js';
 import * as live from '../lib/live.js';
 import { resourceBars } from '../lib/bars.js';
 import { lineChart } from '../lib/chart.js';
@@ -11,10 +11,13 @@ import { get, seg } from '../lib/api.js';
 const KINDS = ['cpus', 'mem', 'disk'];
 
 /** Renders `draw(summary)` into root now and on every update. */
-function livePage(root, title, draw) {
+function livePage(root, title, draw, page) {
   const body = h('div');
   replace(root, h('h1', null, title), body);
-  const unsubscribe = live.subscribe((s) => replace(body, draw(s)));
+  const unsubscribe = live.subscribe((s) => {
+    replace(body, draw(s));
+    if (page) firstRender(page);
+  });
   if (!live.summary()) replace(body, h('p', { class: 'muted' }, 'Waiting for the master…'));
   return unsubscribe;
 }
@@ -52,7 +55,15 @@ function resourcesCard(s) {
       h('span', { class: 'key offered' }, 'offered'), ' ', h('span', { class: 'key free' }, 'free')));
 }
 
+/** The charts' card: redrawn alone on samples that bring no new summary. */
+const chartsBox = h('div');
+
 function chartsCard() {
+  replace(chartsBox, charts());
+  return chartsBox;
+}
+
+function charts() {
   const samples = live.samples();
   const series = (k, part) => samples.map((p) => [p.t, p[k].total ? p[k][part] / p[k].total : 0]);
   return h('section', { class: 'card wide', 'aria-labelledby': 'charts-h' },
@@ -94,7 +105,7 @@ function attributes(attrs) {
 
 function agentsTable(s, caption) {
   return table(caption, ['Agent', 'Status', 'Resources (used / total)', 'Attributes', 'Tasks'],
-    agentRows(s, s.agents || []), { empty: 'No agents have registered.' });
+    agentRows(s, s.agents || []), { empty: 'No agents have registered.', captionHidden: true });
 }
 
 function frameworksTable(s, caption) {
@@ -113,7 +124,7 @@ function frameworksTable(s, caption) {
       h('td', null, link));
   });
   return table(caption, ['Framework', 'Status', 'Roles', 'Weight', 'Dominant share', 'Using', 'Active tasks', 'Offers', 'Web UI'],
-    rows, { empty: 'No frameworks are subscribed.' });
+    rows, { empty: 'No frameworks are subscribed.', captionHidden: true });
 }
 
 /** The link to a framework's own pages, through the master's proxy. */
@@ -133,11 +144,12 @@ function offersTable(s, caption) {
       o.resources && o.resources.ports ? ` ports ${o.resources.ports}` : '')));
   const more = (s.offer_count || 0) > rows.length ? h('p', { class: 'muted' }, `Showing ${rows.length} of ${s.offer_count} offers.`) : null;
   return [table(caption, ['Offer', 'To framework', 'On agent', 'Role', 'Resources'], rows,
-    { empty: 'No outstanding offers.' }), more];
+    { empty: 'No outstanding offers.', captionHidden: true }), more];
 }
 
 export function dashboard(root) {
-  return livePage(root, 'Cluster', (s) => [
+  const stopSamples = live.onSample(() => replace(chartsBox, charts()));
+  const stop = livePage(root, 'Cluster', (s) => [
     h('div', { class: 'stats' },
       stat('agents', num((s.agents || []).filter((a) => a.status === 'connected').length, 0),
         h('div', { class: 'muted small' }, `${(s.agents || []).length} known`)),
@@ -153,7 +165,8 @@ export function dashboard(root) {
         h('td', null, r.role), h('td', { class: 'num' }, num(r.weight)), h('td', { class: 'num' }, pct(r.share)))),
       { empty: 'No roles in use.', captionHidden: true })),
     h('section', { 'aria-labelledby': 'offers-h' }, h('h2', { id: 'offers-h' }, 'Outstanding offers'), offersTable(s, 'Outstanding offers')),
-  ]);
+  ], 'cluster');
+  return () => { stop(); stopSamples(); };
 }
 
 export function agents(root) {

@@ -1,7 +1,7 @@
 // Jobs (the batch framework, through the master's proxy at /batch): the
 // list with schedules, next and last runs; a job with its runs; a run with
 // its attempts and logs. Every action is the batch REST API's call.
-import { h, replace, table, badge, toast } from '../lib/dom.js';
+import { h, replace, table, badge, toast, firstRender } from '../lib/dom.js';
 import { call, get, seg } from '../lib/api.js';
 import { poll } from '../lib/poll.js';
 import { confirmDialog } from '../lib/dialog.js';
@@ -88,6 +88,7 @@ export function list(root) {
           h('td', { class: 'num' }, `${num((j.historySummary || {}).successCount || 0, 0)} / ${num((j.historySummary || {}).failureCount || 0, 0)}`),
           h('td', null, runNowButton(j.id, () => p.now())))),
         { empty: 'No jobs yet. Create one with `agora jobs create` or POST /v1/jobs.', captionHidden: true }));
+      firstRender('jobs');
     },
     onError: (e, retry) => banner.show(e, retry),
   });

@@ -9,6 +9,8 @@ use agora_proto::v1::{
     self, FrameworkInfo, StatusReason, TaskState, agent_message, call, event, master_to_agent,
 };
 
+use serde_json::json;
+
 use super::*;
 
 struct Harness {
@@ -924,4 +926,111 @@ fn the_latest_health_and_readiness_are_kept_shown_and_reconciled() {
         (unreachable.healthy, unreachable.ready),
         (Some(false), Some(false))
     );
+}
+
+#[test]
+fn the_summary_counts_tasks_by_state_and_shows_offers_weights_and_shares() {
+    let mut h = Harness::new();
+    let (agent, fw) = running_task(&mut h, 0.0);
+    // The rest of the agent is offered again.
+    let offers = h.offers();
+    assert_eq!(offers.len(), 1);
+    let s = h.core.summary_json("127.0.0.1:5050");
+    assert_eq!(s["elected"], true);
+    assert_eq!(s["tasks_by_state"]["TASK_RUNNING"], 1);
+    assert_eq!(s["offer_count"], 1);
+    assert_eq!(s["offers"][0]["agent_id"], agent.as_str());
+    let f = &s["frameworks"][0];
+    assert_eq!(f["id"], fw.as_str());
+    assert_eq!(f["active_tasks"], 1);
+    assert_eq!(f["offers"], 1);
+    assert_eq!(f["weights"], json!([1.0]));
+    assert!(f["dominant_share"].as_f64().unwrap() > 0.0);
+    assert!(f.get("tasks").is_none(), "no task lists in the summary");
+    let a = &s["agents"][0];
+    assert_eq!(a["resources"]["used"]["cpus"], 1.0);
+    assert_eq!(a["resources"]["offered"]["cpus"], 3.0);
+    assert_eq!(s["roles"][0]["weight"], 1.0);
+}
+
+#[test]
+fn tasks_are_listed_filtered_and_paged_and_found_for_their_logs() {
+    let mut h = Harness::new();
+    let (agent, fw) = running_task(&mut h, 0.0);
+    let all = h.core.tasks_json(&view::TaskQuery {
+        limit: 10,
+        ..Default::default()
+    });
+    assert_eq!(all["total"], 1);
+    assert_eq!(all["tasks"][0]["id"], "t1");
+    let none = h.core.tasks_json(&view::TaskQuery {
+        state: Some("TASK_FINISHED".into()),
+        limit: 10,
+        ..Default::default()
+    });
+    assert_eq!(none["total"], 0);
+    let paged = h.core.tasks_json(&view::TaskQuery {
+        limit: 10,
+        offset: 1,
+        ..Default::default()
+    });
+    assert_eq!(paged["total"], 1);
+    assert_eq!(paged["tasks"], json!([]));
+    let at = h.core.task_location("t1", None).unwrap();
+    assert_eq!(at.agent_id, agent);
+    assert_eq!(at.framework_id, fw);
+    assert!(!at.ended);
+    assert_eq!(
+        h.core.task_location("t1", Some("other")),
+        Err(view::TaskLookupError::Unknown)
+    );
+    assert_eq!(
+        h.core.task_location("nope", None),
+        Err(view::TaskLookupError::Unknown)
+    );
+}
+
+#[test]
+fn frameworks_are_found_for_the_proxy_by_id_or_name() {
+    let mut h = Harness::new();
+    let fw = h.framework(10, &["*"], 60.0);
+    // fw10 announced no address.
+    assert!(matches!(
+        h.core.framework_webui(&view::FrameworkRef::Id(fw.clone())),
+        Err(view::WebUiLookupError::NoWebUi { .. })
+    ));
+    h.core.framework_subscribe(
+        11,
+        v1::Subscribe {
+            framework_info: Some(FrameworkInfo {
+                name: "agora-batch".into(),
+                roles: vec!["*".into()],
+                webui_url: "http://127.0.0.1:9000".into(),
+                ..Default::default()
+            }),
+        },
+        h.now,
+    );
+    h.core.take_outbox();
+    let t = h
+        .core
+        .framework_webui(&view::FrameworkRef::Name("agora-batch".into()))
+        .unwrap();
+    assert_eq!(
+        t.url.join("/v1/jobs", Some("a=1")),
+        "http://127.0.0.1:9000/v1/jobs?a=1"
+    );
+    assert!(t.connected);
+    assert_eq!(
+        h.core
+            .framework_webui(&view::FrameworkRef::Id(t.framework_id.clone()))
+            .unwrap()
+            .name,
+        "agora-batch"
+    );
+    assert!(matches!(
+        h.core
+            .framework_webui(&view::FrameworkRef::Name("agora-services".into())),
+        Err(view::WebUiLookupError::Unknown(_))
+    ));
 }
