@@ -225,6 +225,9 @@ fn master_config(args: &MasterArgs) -> anyhow::Result<agora_master::MasterConfig
         },
         ..Default::default()
     };
+    // A hidden switch for tests of the master's supervision (see
+    // `MasterConfig::fault_hooks`).
+    config.fault_hooks = std::env::var("AGORA_TEST_FAULT_HOOKS").is_ok_and(|v| v == "1");
     config.core.agent_timeout = args.agent_timeout;
     // Agents heartbeat five times per timeout, at most every 5 s.
     config.core.agent_heartbeat_interval = (args.agent_timeout / 5).min(Duration::from_secs(5));
@@ -435,11 +438,24 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     println!(
         "Press Ctrl-C to stop (running tasks keep running and are recovered on the next start)."
     );
+    // A master that fails stops the whole dev cluster (and the process
+    // exits non-zero with the reason).
+    let master = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let result = master.wait().await;
+            if result.is_err() {
+                shutdown.cancel();
+            }
+            result
+        }
+    });
     let agent_result = agent.wait().await;
     services.wait().await;
     batch.wait().await;
-    master.wait().await;
+    let master_result = master.await.context("the master")?;
     agent_result.context("the agent")?;
+    master_result.context("the master")?;
     Ok(())
 }
 

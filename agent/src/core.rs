@@ -704,8 +704,7 @@ impl Core {
         let agent_id = self.agent_id.clone().unwrap_or_default();
         let mut statuses = Vec::new();
         for e in self.tasks.values_mut() {
-            if let Some(s) = e.stream.due(now) {
-                let mut s = s.clone();
+            if let Some(mut s) = e.stream.outgoing(now) {
                 if s.agent_id.is_empty() {
                     s.agent_id = agent_id.clone();
                 }
@@ -1242,7 +1241,7 @@ impl Core {
         let mut status = new_status(key, &agent_id, outcome);
         status.healthy = e.healthy;
         status.ready = e.ready;
-        e.stream.push(status);
+        e.stream.push_and_hurry_if_terminal(status);
         info!(framework_id = %key.0, task_id = %key.1, state = state.as_str_name(), "status update");
         self.persist_updates(key);
     }

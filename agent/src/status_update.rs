@@ -114,6 +114,30 @@ impl UpdateStream {
         }
     }
 
+    /// The head as it is sent: when later updates wait behind it, it says
+    /// the task's latest state (`latest_state`), so that the master frees
+    /// the resources of a task that ended without waiting for the framework
+    /// to acknowledge the earlier updates.
+    pub fn outgoing(&self, now: Instant) -> Option<TaskStatus> {
+        let mut head = self.due(now)?.clone();
+        head.latest_state = (self.pending() > 1)
+            .then(|| self.latest_state())
+            .flatten()
+            .map(|s| s as i32);
+        Some(head)
+    }
+
+    /// Appends an update that ends the task; if an earlier update is still in
+    /// flight, the head is resent at once so that the master hears of the
+    /// end (through `latest_state`) without waiting for the retry.
+    pub fn push_and_hurry_if_terminal(&mut self, status: TaskStatus) {
+        let terminal = is_terminal(status.state());
+        self.push(status);
+        if terminal && self.pending() > 1 {
+            self.resend_now();
+        }
+    }
+
     /// Records that the head was sent at `now`; it is resent after the
     /// current backoff, which then doubles (up to the policy's max).
     pub fn mark_sent(&mut self, now: Instant) {
@@ -185,6 +209,29 @@ mod tests {
         };
         s.set_state(state);
         s
+    }
+
+    #[test]
+    fn the_head_carries_the_latest_state_and_a_terminal_update_hurries_it() {
+        let t0 = Instant::now();
+        let mut s = UpdateStream::new(POLICY);
+        s.push_and_hurry_if_terminal(status(TaskState::TaskRunning));
+        // Alone in the stream: no latest state to tell.
+        assert_eq!(s.outgoing(t0).unwrap().latest_state, None);
+        s.mark_sent(t0);
+        assert!(s.outgoing(t0).is_none(), "waits for its backoff");
+        s.push_and_hurry_if_terminal(status(TaskState::TaskFinished));
+        // Due again at once, still RUNNING, saying the task finished.
+        let head = s.outgoing(t0).expect("resent at once");
+        assert_eq!(head.state(), TaskState::TaskRunning);
+        assert_eq!(head.latest_state, Some(TaskState::TaskFinished as i32));
+        // Once RUNNING is acknowledged, FINISHED goes out as itself.
+        let uuid = head.uuid.clone();
+        s.mark_sent(t0);
+        s.acknowledge(&uuid);
+        let next = s.outgoing(t0 + Duration::from_secs(10)).unwrap();
+        assert_eq!(next.state(), TaskState::TaskFinished);
+        assert_eq!(next.latest_state, None);
     }
 
     #[test]

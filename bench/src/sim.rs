@@ -663,6 +663,7 @@ impl SimAgent {
             healthy: None,
             exit_code: (state == TaskState::TaskFinished).then_some(0),
             ready: None,
+            latest_state: None,
         }
     }
 

@@ -64,6 +64,9 @@ pub(crate) enum Input {
         reply: oneshot::Sender<Result<TaskLocation, TaskLookupError>>,
     },
     Counts(oneshot::Sender<Counts>),
+    /// A test's fault hook (`MasterConfig::fault_hooks`): the actor panics
+    /// as a bug in the core would.
+    Panic,
 }
 
 /// How often deadlines (agent, failover and offer timeouts, heartbeats) are
@@ -236,6 +239,7 @@ fn handle(
         Input::Counts(reply) => {
             let _ = reply.send(core.counts());
         }
+        Input::Panic => panic!("fault hook: the core was asked to panic"),
     }
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agora_proto::v1::MasterInfo;
@@ -44,6 +44,11 @@ pub(crate) struct HttpContext {
     pub feed: SummaryFeed,
     /// Ends long-lived answers (event streams, followed logs) on shutdown.
     pub shutdown: CancellationToken,
+    /// Why the master is stopping by itself (a part of it failed): `/health`
+    /// then answers 503 with it.
+    pub fatal: Arc<OnceLock<String>>,
+    /// Whether the test-only fault hooks are served.
+    pub fault_hooks: bool,
 }
 
 /// How often the summary streamed to the UI is refreshed while someone
@@ -181,6 +186,21 @@ fn redirect(not: &NotLeading, path: &str, query: Option<&str>) -> Response {
     }
 }
 
+/// Whether this master is alive: not stopping after a failure, and, while
+/// it leads, with its core's actor running. `Err` says what is wrong.
+fn health(ctx: &HttpContext) -> Result<(), String> {
+    if let Some(reason) = ctx.fatal.get() {
+        return Err(format!("the master is stopping: {reason}"));
+    }
+    if let Role::Leading(term) = &*ctx.role.borrow()
+        && !term.cancel.is_cancelled()
+        && term.actor.is_closed()
+    {
+        return Err("the master's core stopped; the master is about to resign".into());
+    }
+    Ok(())
+}
+
 /// Paths every master answers itself.
 const ANSWERED_BY_ANY_MASTER: [&str; 6] = [
     "/health",
@@ -220,7 +240,27 @@ pub(crate) fn routes(
         );
     let health = warp::path!("health")
         .and(warp::get())
-        .map(|| reply::with_header("ok", "content-type", "text/plain").into_response());
+        .and(with())
+        .map(|ctx: HttpContext| match health(&ctx) {
+            Ok(()) => reply::with_header("ok", "content-type", "text/plain").into_response(),
+            Err(reason) => error(StatusCode::SERVICE_UNAVAILABLE, reason),
+        });
+    let fault_hooks = warp::path!("debug" / "faults" / "panic-core")
+        .and(warp::post())
+        .and(with())
+        .and_then(|ctx: HttpContext| async move {
+            if !ctx.fault_hooks {
+                return Err(warp::reject::not_found());
+            }
+            Ok(match leadership::current_term(&ctx.role).await {
+                Ok(term) => {
+                    let _ = term.actor.send(Input::Panic).await;
+                    reply::with_status("the core was asked to panic", StatusCode::ACCEPTED)
+                        .into_response()
+                }
+                Err(_) => error(StatusCode::CONFLICT, "this master does not lead"),
+            })
+        });
     let version = warp::path!("version")
         .and(warp::get())
         .map(|| reply::json(&json!({ "version": agora_proto::VERSION })).into_response());
@@ -336,6 +376,8 @@ pub(crate) fn routes(
         .or(assets)
         .unify()
         .or(health)
+        .unify()
+        .or(fault_hooks)
         .unify()
         .or(version)
         .unify()

@@ -16,8 +16,14 @@
 //! again; elected again, it recovers from the registry like any new leader.
 //! A fresh id per term keeps the ids it hands out (frameworks, agents,
 //! offers) from colliding with those of its earlier terms.
+//!
+//! Supervision: the parts of a term (the core's actor, which also runs the
+//! allocation cycles, and the registrar) end only when the term does. If
+//! one panics or stops by itself, the master resigns leadership at once
+//! (its ZooKeeper node goes, so a standby takes over), ends every stream,
+//! and stops with the reason ([`crate::RunningMaster::wait`] returns it).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use agora_allocator::AllocatorConfig;
@@ -135,6 +141,7 @@ pub(crate) async fn run(
     store: RegistryStore,
     mut preloaded: Option<Registry>,
     role: watch::Sender<Role>,
+    fatal: Arc<OnceLock<String>>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(250);
@@ -172,31 +179,86 @@ pub(crate) async fn run(
             role.send_replace(Role::Standby { leader: None });
             continue;
         };
-        let (term, tasks) = begin_term(&seed, info.clone(), registry, term_store, &shutdown);
+        let (term, mut tasks) = begin_term(&seed, info.clone(), registry, term_store, &shutdown);
         role.send_replace(Role::Leading(term.clone()));
         tracing::info!(master_id = %info.id, address = %seed.address, "leading");
-        let stopping = tokio::select! {
+        let end = tokio::select! {
             _ = leadership.lost() => {
                 tracing::warn!(master_id = %info.id,
                     "lost leadership: no more offers; ending every agent and framework stream and standing by");
-                false
+                TermEnd::Lost
             }
-            _ = shutdown.cancelled() => true,
+            _ = shutdown.cancelled() => TermEnd::Shutdown,
+            reason = first_to_end(&mut tasks) => TermEnd::Failed(reason),
         };
         // No new stream may join the ending term.
         role.send_replace(Role::Standby { leader: None });
         term.cancel.cancel();
-        for t in tasks {
-            let _ = t.await;
+        if let TermEnd::Failed(reason) = &end {
+            // Nothing of this term can be trusted any more: give up
+            // leadership at once (its ZooKeeper node goes, so a standby leads
+            // within moments rather than a session timeout), then stop the
+            // whole master.
+            tracing::error!(master_id = %info.id, %reason,
+                "a part of the leading master failed; resigning leadership and exiting");
+            let _ = fatal.set(reason.clone());
+            leadership.resign().await;
+            for (_, t) in tasks {
+                let _ = t.await;
+            }
+        } else {
+            for (_, t) in tasks {
+                let _ = t.await;
+            }
+            // Withdraws (deletes this master's node, so that a standby takes
+            // over at once) if still held.
+            leadership.resign().await;
         }
-        // Withdraws (deletes this master's node, so that a standby takes
-        // over at once) if still held.
-        leadership.resign().await;
-        if stopping {
-            break;
+        match end {
+            TermEnd::Lost => {}
+            TermEnd::Shutdown => break,
+            TermEnd::Failed(_) => {
+                shutdown.cancel();
+                break;
+            }
         }
     }
     role.send_replace(Role::Standby { leader: None });
+}
+
+/// How a term ended.
+enum TermEnd {
+    /// Leadership was lost: stand by and contend again.
+    Lost,
+    /// The master shuts down.
+    Shutdown,
+    /// A part of the term (the core's actor, the registrar) panicked or
+    /// stopped on its own: the master exits with this reason.
+    Failed(String),
+}
+
+/// Waits for the first of a term's parts to end, and says how it ended.
+/// While the term lasts none of them ends by itself, so any end is a
+/// failure.
+/// The part that ended leaves `tasks` (a finished handle is not awaited
+/// again).
+async fn first_to_end(tasks: &mut Vec<(&'static str, JoinHandle<()>)>) -> String {
+    let (result, i, _) =
+        futures::future::select_all(tasks.iter_mut().map(|(_, handle)| handle)).await;
+    let (name, _) = tasks.remove(i);
+    match result {
+        Ok(()) => format!("the {name} stopped unexpectedly"),
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            format!("the {name} panicked: {message}")
+        }
+        Err(e) => format!("the {name} was cancelled: {e}"),
+    }
 }
 
 /// Reads the registry, retrying (with a warning) until it succeeds.
@@ -222,7 +284,7 @@ fn begin_term(
     registry: Registry,
     store: Arc<dyn Store>,
     shutdown: &CancellationToken,
-) -> (Term, Vec<JoinHandle<()>>) {
+) -> (Term, Vec<(&'static str, JoinHandle<()>)>) {
     let now = actor::now();
     let allocator = AllocatorConfig {
         weights: seed.config.weights.clone(),
@@ -243,15 +305,21 @@ fn begin_term(
     let (registry_tx, registry_rx) = mpsc::unbounded_channel();
     let cancel = shutdown.child_token();
     let tasks = vec![
-        tokio::spawn(registrar::run(store, registry_rx, cancel.clone())),
-        tokio::spawn(actor::run(
-            core,
-            input_rx,
-            registry_tx,
-            seed.metrics.clone(),
-            seed.address.clone(),
-            cancel.clone(),
-        )),
+        (
+            "registrar",
+            tokio::spawn(registrar::run(store, registry_rx, cancel.clone())),
+        ),
+        (
+            "core actor (which also runs the allocation cycles)",
+            tokio::spawn(actor::run(
+                core,
+                input_rx,
+                registry_tx,
+                seed.metrics.clone(),
+                seed.address.clone(),
+                cancel.clone(),
+            )),
+        ),
     ];
     let term = Term {
         actor: input_tx,

@@ -24,7 +24,7 @@ mod ui;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -70,6 +70,11 @@ pub struct MasterConfig {
     /// the registry then lives in ZooKeeper too. `None`: this master alone
     /// leads.
     pub zk: Option<ZkConfig>,
+    /// For tests only: serve `POST /debug/faults/panic-core`, which makes the
+    /// core's actor panic (so that tests can check the master's
+    /// supervision). `agora master` turns it on when the environment has
+    /// `AGORA_TEST_FAULT_HOOKS=1`.
+    pub fault_hooks: bool,
 }
 
 /// `--zk` and `--zk-session-timeout`.
@@ -91,6 +96,7 @@ impl Default for MasterConfig {
             weights: HashMap::new(),
             registry: RegistryBackend::Memory,
             zk: None,
+            fault_hooks: false,
         }
     }
 }
@@ -161,6 +167,8 @@ pub struct RunningMaster {
     role: watch::Receiver<Role>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Why the master stopped by itself, if it did (a part of it failed).
+    fatal: Arc<OnceLock<String>>,
     /// Follows the leader (with ZooKeeper); kept alive with the master.
     _detector: Option<ZkDetector>,
 }
@@ -193,15 +201,25 @@ impl RunningMaster {
     }
 
     /// Stops the master (as the shutdown token would) and waits for it.
+    /// A failure of the master meanwhile is logged (see [`RunningMaster::wait`]).
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.wait().await;
+        if let Err(e) = self.wait().await {
+            tracing::error!(error = %e, "the master failed before it was stopped");
+        }
     }
 
-    /// Waits until the master stops.
-    pub async fn wait(self) {
+    /// Waits until the master stops. An error says why it stopped by itself:
+    /// a part of the leading master (its core's actor, its registrar)
+    /// panicked or ended, so it resigned leadership and stopped; the process
+    /// should exit non-zero.
+    pub async fn wait(self) -> Result<(), MasterError> {
         for t in self.tasks {
             let _ = t.await;
+        }
+        match self.fatal.get() {
+            Some(reason) => Err(MasterError::Stopped(reason.clone())),
+            None => Ok(()),
         }
     }
 }
@@ -238,6 +256,10 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningMaster, MasterError> {
     config.validate()?;
+    // The master's own token: it stops the master when a part of it fails,
+    // without cancelling the caller's.
+    let shutdown = shutdown.child_token();
+    let fatal = Arc::new(OnceLock::new());
     let listener = bind_listener(config.listen).map_err(|source| MasterError::Bind {
         addr: config.listen,
         source,
@@ -318,6 +340,8 @@ pub async fn start(
         proxy: proxy::Proxy::new(shutdown.clone()),
         feed: http::SummaryFeed::new(),
         shutdown: shutdown.clone(),
+        fatal: fatal.clone(),
+        fault_hooks: config.fault_hooks,
     };
     let feed = tokio::spawn(http::run_summary_feed(http_context.clone()));
     let http_routes = http::routes(http_context);
@@ -352,6 +376,7 @@ pub async fn start(
         store,
         preloaded,
         role_tx,
+        fatal.clone(),
         shutdown.clone(),
     )));
     match &config.zk {
@@ -375,6 +400,7 @@ pub async fn start(
         role: role_rx,
         shutdown,
         tasks,
+        fatal,
         _detector: detector,
     })
 }
@@ -382,8 +408,7 @@ pub async fn start(
 /// Runs the master until `shutdown`.
 pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<(), MasterError> {
     let master = start(config, shutdown).await?;
-    master.wait().await;
-    Ok(())
+    master.wait().await
 }
 
 /// The largest gRPC message either side may send (a big accept, a

@@ -107,7 +107,12 @@ pub(crate) async fn run(
             match apply(store.as_ref(), &op).await {
                 Ok(()) => break,
                 Err(err @ CoordError::Fenced { .. }) => {
+                    // Another master leads: this term ends as soon as the
+                    // leadership watch says so. Until then nothing more is
+                    // written, and the registrar stays up (its end would
+                    // read as a failure of this master).
                     tracing::error!(%err, "registry writes stop");
+                    cancel.cancelled().await;
                     return;
                 }
                 Err(err) => {

@@ -10,7 +10,9 @@ use agora_proto::v1::{
 };
 use agora_proto::{Resources, is_terminal, transition};
 
-use super::validation::validate_id;
+use super::validation::{
+    failover_duration, validate_id, validate_reported_framework, validate_reported_task,
+};
 use super::{Agent, AgentStatus, ConnId, Framework, Map, MasterCore, Now, RegistryOp, Task};
 
 impl MasterCore {
@@ -26,6 +28,19 @@ impl MasterCore {
             && let Err(e) = validate_id("agent", &info.id)
         {
             return self.refuse_agent(conn, &e);
+        }
+        // What the agent reports of its frameworks and tasks is checked
+        // before anything is changed: a bad number here would otherwise
+        // reach the core's arithmetic (a NaN failover timeout, say).
+        for f in register.frameworks.iter().filter(|f| !f.id.is_empty()) {
+            if let Err(e) = validate_reported_framework(f) {
+                return self.refuse_agent(conn, &format!("invalid reregistration: {e}"));
+            }
+        }
+        for t in &register.tasks {
+            if let Err(e) = validate_reported_task(t) {
+                return self.refuse_agent(conn, &format!("invalid reregistration: {e}"));
+            }
         }
         if info.id.is_empty() {
             info.id = self.new_agent_id();
@@ -327,8 +342,7 @@ impl MasterCore {
         } else {
             info.roles.clone()
         };
-        let wait = std::time::Duration::from_secs_f64(info.failover_timeout.clamp(0.0, 1e9))
-            .max(self.config.agent_reregister_timeout);
+        let wait = failover_duration(info.failover_timeout).max(self.config.agent_reregister_timeout);
         tracing::info!(framework_id = %id, "recovered framework; waiting for it to resubscribe");
         self.allocator.add_framework(&id, &roles, false);
         let offer_field = super::wire::framework_offer_field(&id);
@@ -403,7 +417,13 @@ impl MasterCore {
                 }
                 task.pending_ack = (!s.uuid.is_empty()).then(|| s.uuid.clone());
                 task.set_status(s.clone());
-                if is_terminal(state) && !task.released {
+                // The task's resources are free once the agent says it
+                // ended: this update, or a later one that waits behind it
+                // at the agent (`latest_state`), whatever the framework has
+                // acknowledged.
+                let ended = is_terminal(state)
+                    || s.latest_state.is_some_and(|_| is_terminal(s.latest_state()));
+                if ended && !task.released {
                     task.released = true;
                     let (role, resources) = (task.role.clone(), task.resources.clone());
                     self.allocator.recover(

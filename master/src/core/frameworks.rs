@@ -10,16 +10,29 @@ use agora_proto::v1::{
 };
 use agora_proto::{Resources, is_terminal};
 
-use super::validation::{validate_framework, validate_task};
+use super::validation::{
+    failover_duration, validate_framework, validate_kill_policy, validate_task,
+};
 use super::{ConnId, Framework, Map, MasterCore, Now, RegistryOp, RemovedFramework, Task};
 
+/// The longest refuse filter (about 31 years): longer ones, infinity
+/// included, are shortened to it.
+const MAX_REFUSE_SECS: f64 = 1e9;
+
 /// How a refuse filter is read from a call: the given seconds (0 or less:
-/// none), else the default.
-fn refuse(filters: Option<&v1::Filters>, default: Duration) -> Option<Duration> {
-    let secs = filters
-        .and_then(|f| f.refuse_seconds)
-        .unwrap_or(default.as_secs_f64());
-    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs.min(1e9)))
+/// none; longer than [`MAX_REFUSE_SECS`]: that), else the default. NaN is
+/// refused: the caller gets the default filter and an error saying so.
+fn refuse(filters: Option<&v1::Filters>, default: Duration) -> Result<Option<Duration>, String> {
+    let Some(secs) = filters.and_then(|f| f.refuse_seconds) else {
+        return Ok((!default.is_zero()).then_some(default));
+    };
+    if secs.is_nan() {
+        return Err(format!(
+            "filters.refuse_seconds is {secs}; it must be a number of seconds \
+             (the default of {default:?} was used)"
+        ));
+    }
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs.min(MAX_REFUSE_SECS))))
 }
 
 impl MasterCore {
@@ -132,9 +145,12 @@ impl MasterCore {
                 conn,
                 "already subscribed on this stream; open a new stream to resubscribe",
             ),
-            call::Call::Accept(accept) => self.accept(&fw_id, accept, now),
+            call::Call::Accept(accept) => {
+                let refuse = self.refuse_filter(conn, accept.filters.as_ref());
+                self.accept(&fw_id, accept, refuse, now)
+            }
             call::Call::Decline(decline) => {
-                let refuse = refuse(decline.filters.as_ref(), self.config.default_refuse);
+                let refuse = self.refuse_filter(conn, decline.filters.as_ref());
                 for offer_id in decline.offer_ids {
                     if let Some(seq) = self.parse_offer_id(&offer_id)
                         && self
@@ -153,13 +169,26 @@ impl MasterCore {
             call::Call::Suppress(suppress) => {
                 self.allocator.suppress(&fw_id, &suppress.roles);
             }
-            call::Call::Kill(kill) => self.kill(&fw_id, kill, now),
+            call::Call::Kill(kill) => match validate_kill_policy(kill.kill_policy.as_ref()) {
+                Ok(()) => self.kill(&fw_id, kill, now),
+                Err(e) => self.call_error(conn, &format!("invalid kill of {}: {e}", kill.task_id)),
+            },
             call::Call::Acknowledge(ack) => self.acknowledge(&fw_id, ack),
             call::Call::Reconcile(reconcile) => self.reconcile(&fw_id, reconcile, now),
             call::Call::Teardown(_) => {
                 self.remove_framework(&fw_id, "the framework tore itself down", now);
             }
         }
+    }
+
+    /// The refuse filter of a decline or accept; a bad one is answered with
+    /// an error event, and the default is used.
+    fn refuse_filter(&mut self, conn: ConnId, filters: Option<&v1::Filters>) -> Option<Duration> {
+        let default = self.config.default_refuse;
+        refuse(filters, default).unwrap_or_else(|e| {
+            self.call_error(conn, &e);
+            Some(default)
+        })
     }
 
     fn call_error(&mut self, conn: ConnId, message: &str) {
@@ -172,7 +201,7 @@ impl MasterCore {
     }
 
     /// Accept: validate the offers, then each task; launch the valid ones.
-    fn accept(&mut self, fw_id: &str, accept: Accept, now: Now) {
+    fn accept(&mut self, fw_id: &str, accept: Accept, refuse: Option<Duration>, now: Now) {
         let task_infos: Vec<v1::TaskInfo> = accept
             .operations
             .into_iter()
@@ -182,7 +211,6 @@ impl MasterCore {
             })
             .flatten()
             .collect();
-        let refuse = refuse(accept.filters.as_ref(), self.config.default_refuse);
 
         // The offers: all must be valid, of this framework, one agent, one role.
         let mut problem: Option<String> = None;
@@ -490,7 +518,7 @@ impl MasterCore {
         }
         fw.conn = None;
         fw.disconnected_at = Some(now.unix);
-        let timeout = Duration::from_secs_f64(fw.info.failover_timeout.clamp(0.0, 1e9));
+        let timeout = failover_duration(fw.info.failover_timeout);
         fw.failover_deadline = Some(now.instant + timeout);
         tracing::info!(framework_id = %fw_id, failover_timeout = ?timeout, "framework disconnected");
         self.allocator.set_framework_active(&fw_id, false);
@@ -629,5 +657,6 @@ fn invalid_status(
         healthy: None,
         exit_code: None,
         ready: None,
+        latest_state: None,
     }
 }

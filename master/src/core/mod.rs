@@ -849,6 +849,7 @@ impl MasterCore {
             healthy: task.status_fields().and_then(|s| s.healthy),
             exit_code: None,
             ready: task.status_fields().and_then(|s| s.ready),
+            latest_state: None,
         }
     }
 

@@ -1033,4 +1033,226 @@ fn frameworks_are_found_for_the_proxy_by_id_or_name() {
             .framework_webui(&view::FrameworkRef::Name("agora-services".into())),
         Err(view::WebUiLookupError::Unknown(_))
     ));
+/// An agent that reregisters with a FrameworkInfo whose failover timeout is
+/// not a number of seconds >= 0 is refused with the reason, and nothing of
+/// its report is kept (the core does not panic on it, either).
+#[test]
+fn a_reregistration_with_a_bad_failover_timeout_is_refused_and_nothing_is_kept() {
+    for bad in [f64::NAN, -1.0, f64::INFINITY, f64::NEG_INFINITY] {
+        let mut h = Harness::new();
+        h.core.agent_register(
+            7,
+            v1::RegisterAgent {
+                info: Some(v1::AgentInfo {
+                    id: "S7".into(),
+                    hostname: "host7".into(),
+                    resources: Resources::parse("cpus:4;mem:1024").unwrap().to_proto(),
+                    ..Default::default()
+                }),
+                tasks: vec![v1::Task {
+                    task_id: "t1".into(),
+                    framework_id: "F1".into(),
+                    agent_id: "S7".into(),
+                    state: TaskState::TaskRunning as i32,
+                    resources: Resources::parse("cpus:1;mem:128").unwrap().to_proto(),
+                    ..Default::default()
+                }],
+                frameworks: vec![FrameworkInfo {
+                    id: "F1".into(),
+                    name: "f".into(),
+                    failover_timeout: bad,
+                    ..Default::default()
+                }],
+            },
+            h.now,
+        );
+        let out = h.core.take_outbox();
+        match &Harness::agent_msgs(&out, 7)[..] {
+            [master_to_agent::Message::Refused(r)] => assert!(
+                r.message.contains("invalid reregistration: framework F1: failover_timeout is"),
+                "{bad}: {}",
+                r.message
+            ),
+            other => panic!("{bad}: expected a refusal, got {other:?}"),
+        }
+        assert_eq!(out.close, vec![7]);
+        assert!(out.registry.is_empty());
+        assert!(h.core.agents.is_empty() && h.core.frameworks.is_empty());
+        // The master goes on: a good agent registers.
+        h.agent(8, "cpus:1;mem:128");
+        h.advance(Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn a_reregistration_with_bad_task_resources_or_ids_is_refused() {
+    let mut h = Harness::new();
+    let mut register = v1::RegisterAgent {
+        info: Some(v1::AgentInfo {
+            id: "S7".into(),
+            hostname: "host7".into(),
+            resources: Resources::parse("cpus:4;mem:1024").unwrap().to_proto(),
+            ..Default::default()
+        }),
+        tasks: vec![v1::Task {
+            task_id: "t1".into(),
+            framework_id: "F1".into(),
+            state: TaskState::TaskRunning as i32,
+            resources: Resources::parse("cpus:1;mem:128").unwrap().to_proto(),
+            ..Default::default()
+        }],
+        frameworks: vec![],
+    };
+    register.tasks[0].resources[0].scalar = f64::NAN;
+    h.core.agent_register(7, register.clone(), h.now);
+    let out = h.core.take_outbox();
+    assert!(matches!(
+        &Harness::agent_msgs(&out, 7)[..],
+        [master_to_agent::Message::Refused(r)] if r.message.contains("task t1: invalid resources")
+    ));
+    register.tasks[0].resources = Resources::parse("cpus:1").unwrap().to_proto();
+    register.tasks[0].framework_id = String::new();
+    h.core.agent_register(7, register, h.now);
+    let out = h.core.take_outbox();
+    assert!(matches!(
+        &Harness::agent_msgs(&out, 7)[..],
+        [master_to_agent::Message::Refused(r)] if r.message.contains("framework id is empty")
+    ));
+    assert!(h.core.agents.is_empty() && h.core.frameworks.is_empty());
+}
+
+/// A framework the master recovered with a failover timeout from the
+/// registry that is not a number does not take the master down when it
+/// times out or disconnects.
+#[test]
+fn recovered_frameworks_with_bad_failover_timeouts_do_not_panic() {
+    let mut h = Harness::new();
+    h.core.recover(
+        vec![FrameworkInfo {
+            id: "F1".into(),
+            name: "f".into(),
+            failover_timeout: f64::NAN,
+            ..Default::default()
+        }],
+        vec![],
+        h.now,
+    );
+    assert!(h.core.frameworks.contains_key("F1"));
+    h.advance(Duration::from_secs(60));
+    assert!(!h.core.frameworks.contains_key("F1"), "removed after the reregister timeout");
+}
+
+#[test]
+fn a_nan_refuse_filter_is_an_error_and_the_default_filter_is_used() {
+    let mut h = Harness::new();
+    h.agent(1, "cpus:4;mem:1024");
+    h.framework(10, &["*"], 0.0);
+    let offers = h.offers();
+    h.decline(10, &offers[0].1.id, f64::NAN);
+    let out = h.core.take_outbox();
+    let errors: Vec<String> = out.frameworks[&10]
+        .iter()
+        .filter_map(|e| match e.to_event().event {
+            Some(event::Event::Error(e)) => Some(e.message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.contains("filters.refuse_seconds is NaN")),
+        "{errors:?}"
+    );
+    // The default filter (5 s) holds; an infinite one is capped, not a panic.
+    assert!(h.offers().is_empty());
+    h.advance(Duration::from_secs(6));
+    let offers = h.offers();
+    assert_eq!(offers.len(), 1);
+    h.decline(10, &offers[0].1.id, f64::INFINITY);
+    h.advance(Duration::from_secs(3600));
+    assert!(h.offers().is_empty());
+}
+
+#[test]
+fn a_kill_with_a_bad_grace_period_is_an_error_and_not_sent() {
+    let mut h = Harness::new();
+    let (agent, _fw) = running_task(&mut h, 0.0);
+    h.call(
+        10,
+        call::Call::Kill(v1::Kill {
+            task_id: "t1".into(),
+            agent_id: agent,
+            kill_policy: Some(v1::KillPolicy {
+                grace_period: Some(f64::NAN),
+            }),
+        }),
+    );
+    let out = h.core.take_outbox();
+    assert!(Harness::agent_msgs(&out, 1).is_empty());
+    assert!(out.frameworks[&10].iter().any(|e| matches!(
+        e.to_event().event,
+        Some(event::Event::Error(ref e)) if e.message.contains("kill_policy.grace_period is NaN")
+    )));
+}
+
+/// Mesos's latest_state: a task that ends while its RUNNING update waits for
+/// the framework's acknowledgement has its resources freed (and offered
+/// again) as soon as the agent resends RUNNING saying the task finished,
+/// without the framework acknowledging anything.
+#[test]
+fn a_task_that_ends_behind_an_unacknowledged_update_frees_its_resources() {
+    let mut h = Harness::new();
+    h.agent(1, "cpus:1;mem:128");
+    let fw = h.framework(10, &["*"], 60.0);
+    let offers = h.offers();
+    h.call(
+        10,
+        accept(&offers[0].1.id, vec![task("t1", "cpus:1;mem:128")], Some(0.0)),
+    );
+    h.core.take_outbox();
+    h.agent_update(1, &fw, "t1", TaskState::TaskRunning, 1);
+    h.core.take_outbox();
+    assert!(h.offers().is_empty(), "the task holds the whole agent");
+    // The agent resends RUNNING (not acknowledged), saying the task finished.
+    h.core.agent_message(
+        1,
+        agent_message::Message::Updates(v1::StatusUpdates {
+            statuses: vec![v1::TaskStatus {
+                task_id: "t1".into(),
+                framework_id: fw.clone(),
+                state: TaskState::TaskRunning as i32,
+                uuid: vec![1; 16],
+                latest_state: Some(TaskState::TaskFinished as i32),
+                ..Default::default()
+            }],
+        }),
+        h.now,
+    );
+    let out = h.core.take_outbox();
+    let updates = Harness::updates(&out, 10);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].state(), TaskState::TaskRunning);
+    let offers = h.offers();
+    assert_eq!(offers.len(), 1, "the task's resources are offered again");
+    // The framework still gets, and settles, the final update; nothing is
+    // freed twice.
+    h.agent_update(1, &fw, "t1", TaskState::TaskFinished, 2);
+    h.call(
+        10,
+        call::Call::Decline(v1::Decline {
+            offer_ids: vec![offers[0].1.id.clone()],
+            filters: Some(v1::Filters {
+                refuse_seconds: Some(0.0),
+            }),
+        }),
+    );
+    h.core.take_outbox();
+    let offers = h.offers();
+    assert_eq!(offers.len(), 1);
+    let total: f64 = offers[0]
+        .1
+        .resources
+        .iter()
+        .filter(|r| r.name == "cpus")
+        .map(|r| r.scalar)
+        .sum();
+    assert_eq!(total, 1.0, "{:?}", offers[0].1.resources);
 }

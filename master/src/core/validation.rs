@@ -35,6 +35,69 @@ pub fn validate_id(what: &str, id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest failover timeout the master keeps (about 31 years): longer
+/// ones are shortened to it, so that a deadline never overflows the clock.
+pub const MAX_FAILOVER_TIMEOUT_SECS: f64 = 1e9;
+
+/// Checks a number of seconds from the network (a failover timeout, a grace
+/// period): a finite number >= 0.
+pub fn validate_seconds(field: &str, secs: f64) -> Result<(), String> {
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!(
+            "{field} is {secs}; it must be a number of seconds >= 0"
+        ));
+    }
+    Ok(())
+}
+
+/// A failover timeout as a duration: never panics, whatever the number
+/// (anything not a number >= 0 counts as 0; the longest is
+/// [`MAX_FAILOVER_TIMEOUT_SECS`]). The values that reach it were validated;
+/// this keeps a bad one from ever taking the master down.
+pub fn failover_duration(secs: f64) -> std::time::Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::from_secs_f64(secs.min(MAX_FAILOVER_TIMEOUT_SECS))
+}
+
+/// Checks what an agent's (re)registration says of a framework it runs
+/// tasks of (a FrameworkInfo the agent kept from a launch). The agent is
+/// refused when it is wrong: the master would otherwise recover a framework
+/// from it.
+pub fn validate_reported_framework(info: &FrameworkInfo) -> Result<(), String> {
+    validate_id("framework", &info.id)?;
+    validate_seconds(
+        &format!("framework {}: failover_timeout", info.id),
+        info.failover_timeout,
+    )?;
+    for role in &info.roles {
+        validate_role(role).map_err(|e| format!("framework {}: {e}", info.id))?;
+    }
+    Ok(())
+}
+
+/// Checks a task an agent's (re)registration reports: its ids, role and
+/// resources. Returns the task's resources.
+pub fn validate_reported_task(task: &v1::Task) -> Result<Resources, String> {
+    validate_id("task", &task.task_id)?;
+    validate_id("framework", &task.framework_id)
+        .map_err(|e| format!("task {}: {e}", task.task_id))?;
+    if !task.role.is_empty() {
+        validate_role(&task.role).map_err(|e| format!("task {}: {e}", task.task_id))?;
+    }
+    Resources::from_proto(&task.resources)
+        .map_err(|e| format!("task {}: invalid resources: {e}", task.task_id))
+}
+
+/// Checks a kill policy (of a launch or a kill call).
+pub fn validate_kill_policy(policy: Option<&v1::KillPolicy>) -> Result<(), String> {
+    match policy.and_then(|k| k.grace_period) {
+        Some(grace) => validate_seconds("kill_policy.grace_period", grace),
+        None => Ok(()),
+    }
+}
+
 /// Checks a subscribing framework's info. Returns the roles it acts in
 /// (`["*"]` when none is given).
 pub fn validate_framework(info: &FrameworkInfo) -> Result<Vec<String>, String> {
@@ -44,12 +107,7 @@ pub fn validate_framework(info: &FrameworkInfo) -> Result<Vec<String>, String> {
     if !info.id.is_empty() {
         validate_id("framework", &info.id)?;
     }
-    if !info.failover_timeout.is_finite() || info.failover_timeout < 0.0 {
-        return Err(format!(
-            "framework_info.failover_timeout is {}; it must be a number of seconds >= 0",
-            info.failover_timeout
-        ));
-    }
+    validate_seconds("framework_info.failover_timeout", info.failover_timeout)?;
     agora_proto::parse_webui_url(&info.webui_url)?;
     let mut roles: Vec<String> = Vec::new();
     for role in &info.roles {
@@ -108,13 +166,7 @@ pub fn validate_task(
                 .into(),
         );
     }
-    if let Some(grace) = task.kill_policy.as_ref().and_then(|k| k.grace_period)
-        && (!grace.is_finite() || grace < 0.0)
-    {
-        return Err(format!(
-            "kill_policy.grace_period is {grace}; it must be a number of seconds >= 0"
-        ));
-    }
+    validate_kill_policy(task.kill_policy.as_ref())?;
     let resources = Resources::from_proto(&task.resources).map_err(|e| e.to_string())?;
     agora_proto::health::task_checks(task)?;
     if resources.cpus().is_zero() && resources.mem().is_zero() {
@@ -214,6 +266,70 @@ mod tests {
         t.health_checks[0].interval_seconds = Some(f64::NAN);
         let err = validate_task(&t, "S1", none, &HashSet::new(), &offer).unwrap_err();
         assert!(err.contains("interval_seconds: NaN"), "{err}");
+    }
+
+    #[test]
+    fn failover_durations_never_panic() {
+        use std::time::Duration;
+        for bad in [f64::NAN, -1.0, f64::NEG_INFINITY, -0.0, 0.0] {
+            assert_eq!(failover_duration(bad), Duration::ZERO, "{bad}");
+        }
+        for huge in [f64::INFINITY, 1e300, f64::MAX] {
+            assert_eq!(failover_duration(huge), Duration::from_secs(1_000_000_000));
+        }
+        assert_eq!(failover_duration(2.5), Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn reported_frameworks_and_tasks() {
+        let mut info = FrameworkInfo {
+            id: "F1".into(),
+            name: "f".into(),
+            failover_timeout: 60.0,
+            ..Default::default()
+        };
+        assert!(validate_reported_framework(&info).is_ok());
+        for bad in [f64::NAN, -1.0, f64::INFINITY] {
+            info.failover_timeout = bad;
+            let err = validate_reported_framework(&info).unwrap_err();
+            assert!(err.contains("framework F1: failover_timeout is"), "{err}");
+        }
+        info.failover_timeout = 1.0;
+        info.id = "../x".into();
+        assert!(validate_reported_framework(&info).is_err());
+        info.id = "F1".into();
+        info.roles = vec!["bad role".into()];
+        assert!(validate_reported_framework(&info).is_err());
+
+        let mut t = v1::Task {
+            task_id: "t1".into(),
+            framework_id: "F1".into(),
+            resources: Resources::parse("cpus:1").unwrap().to_proto(),
+            ..Default::default()
+        };
+        assert!(validate_reported_task(&t).is_ok());
+        t.resources[0].scalar = f64::NAN;
+        let err = validate_reported_task(&t).unwrap_err();
+        assert!(err.contains("task t1: invalid resources"), "{err}");
+        t.resources = vec![];
+        t.framework_id = String::new();
+        assert!(validate_reported_task(&t).is_err());
+        t.framework_id = "F1".into();
+        t.task_id = "a/b".into();
+        assert!(validate_reported_task(&t).is_err());
+    }
+
+    #[test]
+    fn kill_policies() {
+        let p = |g: f64| v1::KillPolicy {
+            grace_period: Some(g),
+        };
+        assert!(validate_kill_policy(None).is_ok());
+        assert!(validate_kill_policy(Some(&p(3.0))).is_ok());
+        for bad in [f64::NAN, -1.0, f64::INFINITY] {
+            let err = validate_kill_policy(Some(&p(bad))).unwrap_err();
+            assert!(err.contains("kill_policy.grace_period"), "{err}");
+        }
     }
 
     #[test]
