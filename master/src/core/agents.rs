@@ -11,7 +11,8 @@ use agora_proto::v1::{
 use agora_proto::{Resources, is_terminal, transition};
 
 use super::validation::{
-    failover_duration, validate_id, validate_reported_framework, validate_reported_task,
+    failover_duration, validate_attributes, validate_id, validate_reported_framework,
+    validate_reported_task,
 };
 use super::{Agent, AgentStatus, ConnId, Framework, Map, MasterCore, Now, RegistryOp, Task};
 
@@ -27,6 +28,9 @@ impl MasterCore {
         if !info.id.is_empty()
             && let Err(e) = validate_id("agent", &info.id)
         {
+            return self.refuse_agent(conn, &e);
+        }
+        if let Err(e) = validate_attributes(&info.attributes) {
             return self.refuse_agent(conn, &e);
         }
         // What the agent reports of its frameworks and tasks is checked

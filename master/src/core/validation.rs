@@ -90,6 +90,25 @@ pub fn validate_reported_task(task: &v1::Task) -> Result<Resources, String> {
         .map_err(|e| format!("task {}: invalid resources: {e}", task.task_id))
 }
 
+/// Checks an agent's attributes: each named, scalars finite (frameworks
+/// compare them in their constraints).
+pub fn validate_attributes(attributes: &[v1::Attribute]) -> Result<(), String> {
+    for a in attributes {
+        if a.name.trim().is_empty() {
+            return Err("an agent attribute has no name".into());
+        }
+        if let Some(v1::attribute::Value::Scalar(x)) = a.value
+            && !x.is_finite()
+        {
+            return Err(format!(
+                "agent attribute {} is {x}; a scalar attribute must be a finite number",
+                a.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a kill policy (of a launch or a kill call).
 pub fn validate_kill_policy(policy: Option<&v1::KillPolicy>) -> Result<(), String> {
     match policy.and_then(|k| k.grace_period) {
@@ -317,6 +336,18 @@ mod tests {
         t.framework_id = "F1".into();
         t.task_id = "a/b".into();
         assert!(validate_reported_task(&t).is_err());
+    }
+
+    #[test]
+    fn attributes() {
+        let a = |name: &str, x: f64| v1::Attribute {
+            name: name.into(),
+            value: Some(v1::attribute::Value::Scalar(x)),
+        };
+        assert!(validate_attributes(&[a("rack", 1.0)]).is_ok());
+        let err = validate_attributes(&[a("rack", f64::NAN)]).unwrap_err();
+        assert!(err.contains("agent attribute rack is NaN"), "{err}");
+        assert!(validate_attributes(&[a(" ", 1.0)]).is_err());
     }
 
     #[test]
