@@ -183,13 +183,20 @@ pub(crate) async fn run(
         role.send_replace(Role::Leading(term.clone()));
         tracing::info!(master_id = %info.id, address = %seed.address, "leading");
         let end = tokio::select! {
+            // A shutdown ends the term's parts too: it must read as a
+            // shutdown, not as their failure.
+            biased;
+            _ = shutdown.cancelled() => TermEnd::Shutdown,
             _ = leadership.lost() => {
                 tracing::warn!(master_id = %info.id,
                     "lost leadership: no more offers; ending every agent and framework stream and standing by");
                 TermEnd::Lost
             }
-            _ = shutdown.cancelled() => TermEnd::Shutdown,
-            reason = first_to_end(&mut tasks) => TermEnd::Failed(reason),
+            reason = first_to_end(&mut tasks) => if shutdown.is_cancelled() {
+                TermEnd::Shutdown
+            } else {
+                TermEnd::Failed(reason)
+            },
         };
         // No new stream may join the ending term.
         role.send_replace(Role::Standby { leader: None });
@@ -239,8 +246,7 @@ enum TermEnd {
 
 /// Waits for the first of a term's parts to end, and says how it ended.
 /// While the term lasts none of them ends by itself, so any end is a
-/// failure.
-/// The part that ended leaves `tasks` (a finished handle is not awaited
+/// failure. The part that ended leaves `tasks` (a finished handle is not awaited
 /// again).
 async fn first_to_end(tasks: &mut Vec<(&'static str, JoinHandle<()>)>) -> String {
     let (result, i, _) =
