@@ -215,19 +215,27 @@ async fn t42_a_task_that_ends_behind_an_unacknowledged_update_frees_its_resource
             Some(0.0),
         )
         .unwrap();
-    // RUNNING comes, and is not acknowledged.
+    // STARTING is acknowledged; RUNNING comes, and is not.
     let mut saw_running = false;
+    let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while !saw_running {
         let e = tokio::time::timeout_at(deadline, events.recv())
             .await
-            .expect("RUNNING in time")
+            .unwrap_or_else(|_| panic!("RUNNING in time; saw {seen:?}"))
             .expect("events");
-        if let Event::Updates(u) = e {
+        if let Event::Updates(u) = &e {
+            let starting: Vec<_> = u
+                .iter()
+                .filter(|s| s.state() == TaskState::TaskStarting)
+                .cloned()
+                .collect();
+            scheduler.acknowledge(&starting).unwrap();
             saw_running |= u
                 .iter()
                 .any(|s| s.task_id == "t1" && s.state() == TaskState::TaskRunning);
         }
+        seen.push(format!("{e:?}"));
     }
     // The task ends; its FINISHED update waits at the agent behind RUNNING.
     std::fs::write(&marker, b"").unwrap();

@@ -99,7 +99,11 @@ pub(crate) async fn run(
             _ = cancel.cancelled() => return,
             op = ops.recv() => match op {
                 Some(op) => op,
-                None => return,
+                // The actor is gone: its end (not this one) says why.
+                None => {
+                    cancel.cancelled().await;
+                    return;
+                }
             },
         };
         let mut delay = Duration::from_millis(100);
