@@ -91,7 +91,9 @@ async fn t42_a_reregistration_with_a_nan_failover_timeout_is_refused_and_the_mas
     let state = cluster.state().await;
     assert_eq!(state["agents"].as_array().unwrap().len(), 0, "{state}");
     assert_eq!(state["frameworks"].as_array().unwrap().len(), 0, "{state}");
-    let health = reqwest::get(format!("{}/health", cluster.url())).await.unwrap();
+    let health = reqwest::get(format!("{}/health", cluster.url()))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     let answer = register(
         &addr,
@@ -144,7 +146,11 @@ async fn t42_a_core_panic_makes_the_leader_resign_and_exit_and_a_standby_leads()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let health = http.get(format!("http://{leader}/health")).send().await.unwrap();
+    let health = http
+        .get(format!("http://{leader}/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
     // The core panics: the leader exits non-zero, saying why.
@@ -204,10 +210,7 @@ async fn t42_a_task_that_ends_behind_an_unacknowledged_update_frees_its_resource
             break o.remove(0);
         }
     };
-    let cmd = format!(
-        "while [ ! -e '{}' ]; do sleep 0.1; done",
-        marker.display()
-    );
+    let cmd = format!("while [ ! -e '{}' ]; do sleep 0.1; done", marker.display());
     scheduler
         .accept(
             vec![offer.id.clone()],

@@ -346,7 +346,8 @@ impl MasterCore {
         } else {
             info.roles.clone()
         };
-        let wait = failover_duration(info.failover_timeout).max(self.config.agent_reregister_timeout);
+        let wait =
+            failover_duration(info.failover_timeout).max(self.config.agent_reregister_timeout);
         tracing::info!(framework_id = %id, "recovered framework; waiting for it to resubscribe");
         self.allocator.add_framework(&id, &roles, false);
         let offer_field = super::wire::framework_offer_field(&id);
@@ -426,7 +427,8 @@ impl MasterCore {
                 // at the agent (`latest_state`), whatever the framework has
                 // acknowledged.
                 let ended = is_terminal(state)
-                    || s.latest_state.is_some_and(|_| is_terminal(s.latest_state()));
+                    || s.latest_state
+                        .is_some_and(|_| is_terminal(s.latest_state()));
                 if ended && !task.released {
                     task.released = true;
                     let (role, resources) = (task.role.clone(), task.resources.clone());

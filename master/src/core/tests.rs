@@ -1069,7 +1069,8 @@ fn a_reregistration_with_a_bad_failover_timeout_is_refused_and_nothing_is_kept()
         let out = h.core.take_outbox();
         match &Harness::agent_msgs(&out, 7)[..] {
             [master_to_agent::Message::Refused(r)] => assert!(
-                r.message.contains("invalid reregistration: framework F1: failover_timeout is"),
+                r.message
+                    .contains("invalid reregistration: framework F1: failover_timeout is"),
                 "{bad}: {}",
                 r.message
             ),
@@ -1139,7 +1140,10 @@ fn recovered_frameworks_with_bad_failover_timeouts_do_not_panic() {
     );
     assert!(h.core.frameworks.contains_key("F1"));
     h.advance(Duration::from_secs(60));
-    assert!(!h.core.frameworks.contains_key("F1"), "removed after the reregister timeout");
+    assert!(
+        !h.core.frameworks.contains_key("F1"),
+        "removed after the reregister timeout"
+    );
 }
 
 #[test]
@@ -1158,7 +1162,9 @@ fn a_nan_refuse_filter_is_an_error_and_the_default_filter_is_used() {
         })
         .collect();
     assert!(
-        errors.iter().any(|e| e.contains("filters.refuse_seconds is NaN")),
+        errors
+            .iter()
+            .any(|e| e.contains("filters.refuse_seconds is NaN")),
         "{errors:?}"
     );
     // The default filter (5 s) holds; an infinite one is capped, not a panic.
@@ -1205,7 +1211,11 @@ fn a_task_that_ends_behind_an_unacknowledged_update_frees_its_resources() {
     let offers = h.offers();
     h.call(
         10,
-        accept(&offers[0].1.id, vec![task("t1", "cpus:1;mem:128")], Some(0.0)),
+        accept(
+            &offers[0].1.id,
+            vec![task("t1", "cpus:1;mem:128")],
+            Some(0.0),
+        ),
     );
     h.core.take_outbox();
     h.agent_update(1, &fw, "t1", TaskState::TaskRunning, 1);
