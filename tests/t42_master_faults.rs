@@ -196,7 +196,7 @@ async fn t42_a_task_that_ends_behind_an_unacknowledged_update_frees_its_resource
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("end-now");
     let (scheduler, mut events) =
-        Scheduler::start(SchedulerConfig::new(&cluster.addr(), "no-acks")).unwrap();
+        Scheduler::start(SchedulerConfig::new(cluster.addr(), "no-acks")).unwrap();
     // This framework never acknowledges anything.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let offer = loop {
