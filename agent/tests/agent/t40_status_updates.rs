@@ -154,21 +154,34 @@ async fn pending_updates_are_resent_at_once_after_reregistration() {
         TaskState::TaskFinished,
         "the latest state"
     );
-    wait_sent(&master, &starting.uuid, 2).await;
-    let seen = master.seen();
-    let second = seen
-        .iter()
-        .filter_map(|s| match s {
-            Seen::Updates { session, statuses }
-                if statuses.iter().any(|x| x.uuid == starting.uuid) =>
-            {
-                Some(*session)
-            }
-            _ => None,
+    // Each send of STARTING: (session, latest_state).
+    let sends = |seen: &[Seen]| -> Vec<(usize, Option<i32>)> {
+        seen.iter()
+            .filter_map(|s| match s {
+                Seen::Updates { session, statuses } => statuses
+                    .iter()
+                    .find(|x| x.uuid == starting.uuid)
+                    .map(|x| (*session, x.latest_state)),
+                _ => None,
+            })
+            .collect()
+    };
+    let sent = master
+        .wait_for("STARTING resent on the new session", |seen| {
+            let sent = sends(seen);
+            sent.iter()
+                .any(|(session, _)| *session == 2)
+                .then_some(sent)
         })
-        .nth(1)
-        .unwrap();
-    assert_eq!(second, 2, "resent on the new session");
+        .await;
+    // On the first session, the task's end went out with STARTING (its
+    // latest state), without waiting for the hour-long retry.
+    assert!(
+        sent.iter()
+            .any(|(session, latest)| *session == 1
+                && *latest == Some(TaskState::TaskFinished as i32)),
+        "{sent:?}"
+    );
 
     master.set_auto_ack(true);
     master.acknowledge(&starting);
