@@ -206,7 +206,7 @@ pub async fn run(args: &UiArgs) -> anyhow::Result<UiReport> {
     batch.stop().await;
     cluster.stop().await;
     shutdown.cancel();
-    master.wait().await;
+    master.wait().await?;
     result
 }
 

@@ -1033,6 +1033,8 @@ fn frameworks_are_found_for_the_proxy_by_id_or_name() {
             .framework_webui(&view::FrameworkRef::Name("agora-services".into())),
         Err(view::WebUiLookupError::Unknown(_))
     ));
+}
+
 /// An agent that reregisters with a FrameworkInfo whose failover timeout is
 /// not a number of seconds >= 0 is refused with the reason, and nothing of
 /// its report is kept (the core does not panic on it, either).
