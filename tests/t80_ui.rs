@@ -207,6 +207,58 @@ async fn the_master_proxies_to_frameworks_and_agents_and_says_when_a_framework_i
 }
 
 #[tokio::test]
+async fn a_framework_that_accepts_but_never_answers_gets_a_504_not_a_hang() {
+    let (_master, addr) = spawn_master(&[]).await;
+    let master = format!("http://{addr}");
+    // A web address that accepts connections and reads, but never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let mut config = agora_scheduler::SchedulerConfig::new(&addr, "silent-framework");
+    config.framework.webui_url = format!("http://{silent_addr}");
+    let fw = common::TestFramework::start_with(config).await;
+    let id = fw.id();
+    let started = Instant::now();
+    let (status, ctype, body) = call(
+        "GET",
+        &format!("{master}/frameworks/{id}/anything"),
+        None,
+        "application/json",
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(ctype, "application/json");
+    assert!(
+        body.contains("did not answer within 15 s") && body.contains(&silent_addr.to_string()),
+        "says what and where: {body}"
+    );
+    assert!(
+        took >= Duration::from_secs(15),
+        "the framework is given its 15 s, took {took:?}"
+    );
+    // A browser navigating there gets a page, too.
+    let (status, ctype, body) = call(
+        "GET",
+        &format!("{master}/frameworks/{id}/"),
+        None,
+        "text/html,application/xhtml+xml",
+    )
+    .await;
+    assert_eq!(status, 504, "{body}");
+    assert!(ctype.starts_with("text/html"), "{ctype}");
+    assert!(body.contains("504 Gateway Timeout"), "{body}");
+    // The master still answers everything else.
+    let s = get_json(&format!("{master}/state-summary")).await;
+    assert_eq!(s["elected"], true, "{s}");
+}
+
+#[tokio::test]
 async fn the_dashboard_lists_the_agent_and_updates_live() {
     let Some(browser) = browser_or_skip("the_dashboard_lists_the_agent_and_updates_live").await
     else {
@@ -277,15 +329,30 @@ async fn a_job_runs_from_the_jobs_page_and_shows_its_result_and_logs() {
     };
     let dev = Dev::start("cpus:2;mem:1024").await;
     let batch = common::batch::Batch::at(&dev.batch);
-    batch
-        .create(
-            r#"{"id":"nightly-report","description":"Sums up the day",
-                "run":{"cmd":"echo report line one; echo report line two; echo warned >&2; exit 3","cpus":0.1,"mem":32},
-                "schedules":[{"id":"nightly","cron":"0 2 * * *","timezone":"UTC"}]}"#,
-        )
-        .await;
     let c = browser.client();
+    // Created from its JSON on the page; the API's errors show at the field.
     c.goto(&format!("{}/#/jobs", dev.url)).await.unwrap();
+    click(&browser, "a[href='#/jobs-new']").await;
+    let job = serde_json::json!({
+        "id": "nightly-report", "description": "Sums up the day",
+        "run": {"cmd": "echo report line one; echo report line two; echo warned >&2; exit 3",
+                "cpus": 0.1, "mem": 32},
+        "schedules": [{"id": "nightly", "cron": "0 2 * * *", "timezone": "UTC"}]
+    });
+    let mut bad = job.clone();
+    bad["run"]["mem"] = serde_json::json!(-1);
+    paste(&browser, "#job-json", &bad.to_string()).await;
+    click(&browser, "main form button[type=submit]").await;
+    let err = wait_text(&browser, "[data-field-error='/run/mem']", "/run/mem").await;
+    assert!(err.len() > "/run/mem: ".len(), "a message: {err}");
+    assert!(
+        batch.get("/v1/jobs").await.as_array().unwrap().is_empty(),
+        "nothing is stored from a refused request"
+    );
+    paste(&browser, "#job-json", &job.to_string()).await;
+    click(&browser, "main form button[type=submit]").await;
+    wait_text(&browser, "h1", "nightly-report").await;
+    click(&browser, "a[href='#/jobs']").await;
     let row = wait_text(&browser, "main table", "nightly-report").await;
     assert!(
         row.contains("0 2 * * *") && row.contains("never ran"),
@@ -318,7 +385,8 @@ async fn a_job_runs_from_the_jobs_page_and_shows_its_result_and_logs() {
     wait_text(&browser, ".log-status", "End of the log").await;
     click(&browser, "button[data-stream='stderr']").await;
     wait_text(&browser, "pre.log", "warned").await;
-    let problems = console_problems(&browser, &[]).await;
+    // But the 422 of the refused definition, no errors.
+    let problems = console_problems(&browser, &["422"]).await;
     assert!(problems.is_empty(), "console: {problems:#?}");
     browser.close().await;
 }
@@ -492,6 +560,17 @@ async fn a_standby_masters_ui_sends_the_browser_to_the_leader() {
         }
     })
     .await;
+    // The leader lists the standby (from ZooKeeper), and so does its page.
+    eventually("the leader to list the standby", DEADLINE, || {
+        let url = format!("http://{leader}/state-summary");
+        let standby = standby.clone();
+        async move {
+            let s = get_json(&url).await;
+            let listed = s["standbys"].as_array()?;
+            (listed.len() == 1 && listed[0]["address"] == standby.as_str()).then_some(())
+        }
+    })
+    .await;
     // The page itself is the leader's: the standby redirects it there.
     let c = browser.client();
     c.goto(&format!("http://{standby}/#/agents")).await.unwrap();
@@ -505,6 +584,8 @@ async fn a_standby_masters_ui_sends_the_browser_to_the_leader() {
     .await;
     wait_text(&browser, "#conn", "Live").await;
     wait_text(&browser, "h1", "Agents").await;
+    c.goto(&format!("http://{leader}/#/")).await.unwrap();
+    wait_text(&browser, "section[aria-labelledby=masters-h]", &standby).await;
     let problems = console_problems(&browser, &[]).await;
     assert!(problems.is_empty(), "console: {problems:#?}");
     browser.close().await;

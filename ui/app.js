@@ -18,6 +18,7 @@ const routes = [
   [/^tasks$/, tasks.list, 'tasks'],
   [/^tasks\/([^/]+)\/logs$/, tasks.logs, 'tasks'],
   [/^jobs$/, jobs.list, 'jobs'],
+  [/^jobs-new$/, jobs.create, 'jobs'],
   [/^jobs\/([^/]+)$/, jobs.job, 'jobs'],
   [/^jobs\/([^/]+)\/runs\/([^/]+)$/, jobs.run, 'jobs'],
   [/^apps$/, apps.list, 'apps'],

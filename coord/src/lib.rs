@@ -264,4 +264,11 @@ pub fn address_of(info: &MasterInfo) -> String {
 pub trait Detector: Send + Sync + 'static {
     /// The current leader (`None` while nobody leads), updated as it changes.
     fn leader(&self) -> watch::Receiver<Option<MasterInfo>>;
+
+    /// Every contender that has announced itself, the leader first, as far
+    /// as this detector can tell (empty when it cannot: a standalone
+    /// detector knows only the leader).
+    fn members(&self) -> watch::Receiver<Vec<MasterInfo>> {
+        watch::channel(Vec::new()).1
+    }
 }

@@ -49,6 +49,9 @@ pub(crate) struct HttpContext {
     pub fatal: Arc<OnceLock<String>>,
     /// Whether the test-only fault hooks are served.
     pub fault_hooks: bool,
+    /// Every master contending in ZooKeeper, the leader first (empty for
+    /// a standalone master).
+    pub masters: watch::Receiver<Vec<MasterInfo>>,
 }
 
 /// How often the summary streamed to the UI is refreshed while someone
@@ -98,7 +101,7 @@ pub(crate) async fn run_summary_feed(ctx: HttpContext) {
             Err(not) => Some(standby_state(&ctx, &not)),
         };
         if let Some(v) = summary {
-            let text = v.to_string();
+            let text = with_standbys(&ctx, v).to_string();
             feed.latest.send_if_modified(|old| {
                 if old.as_deref().map(String::as_str) == Some(text.as_str()) {
                     false
@@ -142,6 +145,20 @@ fn leader_json(leader: &MasterInfo) -> serde_json::Value {
         "hostname": leader.hostname,
         "address": address_of(leader),
     })
+}
+
+/// Adds `standbys` to a summary: the masters contending in ZooKeeper
+/// after the leader, as the detector last saw them.
+fn with_standbys(ctx: &HttpContext, mut summary: serde_json::Value) -> serde_json::Value {
+    let standbys: Vec<serde_json::Value> = ctx
+        .masters
+        .borrow()
+        .iter()
+        .skip(1)
+        .map(leader_json)
+        .collect();
+    summary["standbys"] = standbys.into();
+    summary
 }
 
 /// `/state` of a master that does not lead: who it is and who leads.
@@ -302,10 +319,12 @@ pub(crate) fn routes(
         .then(|ctx: HttpContext| async move {
             match leadership::current_term(&ctx.role).await {
                 Ok(term) => match ask(&term, Input::Summary).await {
-                    Ok(v) => reply::json(&v).into_response(),
+                    Ok(v) => reply::json(&with_standbys(&ctx, v)).into_response(),
                     Err(r) => r,
                 },
-                Err(not) => reply::json(&standby_state(&ctx, &not)).into_response(),
+                Err(not) => {
+                    reply::json(&with_standbys(&ctx, standby_state(&ctx, &not))).into_response()
+                }
             }
         });
     let summary_events = warp::path!("state-summary" / "events")

@@ -342,6 +342,10 @@ pub async fn start(
         shutdown: shutdown.clone(),
         fatal: fatal.clone(),
         fault_hooks: config.fault_hooks,
+        masters: detector
+            .as_ref()
+            .map(|d| d.members())
+            .unwrap_or_else(|| watch::channel(Vec::new()).1),
     };
     let feed = tokio::spawn(http::run_summary_feed(http_context.clone()));
     let http_routes = http::routes(http_context);

@@ -1,4 +1,4 @@
-// A JSON editor for app definitions: a textarea, a syntax check as you
+// A JSON editor for app and job definitions: a textarea, a syntax check as you
 // type, and the API's validation errors shown at their fields: each error
 // names its field (`/cpus`), is linked to the editor, and selects that
 // field's key in the JSON when activated.

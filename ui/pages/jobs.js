@@ -7,6 +7,7 @@ import { poll } from '../lib/poll.js';
 import { confirmDialog } from '../lib/dialog.js';
 import { time, ago, duration, between, num, stateKind, state } from '../lib/format.js';
 import { logViewer } from './tasks.js';
+import { jsonEditor } from '../lib/jsonedit.js';
 
 const API = '/batch/v1';
 const ENDED = ['SUCCESS', 'FAILED', 'MISSED', 'SKIPPED'];
@@ -73,7 +74,8 @@ function lastRun(job) {
 export function list(root) {
   const banner = errorBanner();
   const box = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
-  replace(root, h('div', { class: 'toolbar' }, h('h1', null, 'Jobs')), banner.el, box);
+  replace(root, h('div', { class: 'toolbar' }, h('h1', null, 'Jobs'), h('span', { class: 'spacer' }),
+    h('a', { class: 'btn btn-primary', href: '#/jobs-new' }, 'Create job')), banner.el, box);
   const p = poll((signal) => get(`${API}/jobs?embed=activeRuns,schedules,historySummary`, { signal }), {
     everyMs: 2000,
     onData: (jobs) => {
@@ -87,7 +89,7 @@ export function list(root) {
           h('td', null, lastRun(j)),
           h('td', { class: 'num' }, `${num((j.historySummary || {}).successCount || 0, 0)} / ${num((j.historySummary || {}).failureCount || 0, 0)}`),
           h('td', null, runNowButton(j.id, () => p.now())))),
-        { empty: 'No jobs yet. Create one with `agora jobs create` or POST /v1/jobs.', captionHidden: true }));
+        { empty: 'No jobs yet: create one here, with `agora jobs create`, or POST /v1/jobs.', captionHidden: true }));
       firstRender('jobs');
     },
     onError: (e, retry) => banner.show(e, retry),
@@ -213,4 +215,45 @@ export function run(root, [jobId, runId]) {
     onError: (e, retry) => banner.show(e, retry),
   });
   return () => { p.stop(); if (viewer) viewer.stop(); };
+}
+
+const TEMPLATE = {
+  id: 'nightly-report',
+  description: 'What the job does',
+  run: { cmd: 'echo hello', cpus: 0.1, mem: 32, restart: { policy: 'NEVER' } },
+  schedules: [{ id: 'nightly', cron: '0 2 * * *', timezone: 'UTC', concurrencyPolicy: 'FORBID' }],
+};
+
+/** Create a job from its JSON definition (`POST /v1/jobs`, schedules included). */
+export function create(root) {
+  const editor = jsonEditor({ label: 'Job definition (JSON)', value: JSON.stringify(TEMPLATE, null, 2), id: 'job-json' });
+  const error = h('div', { role: 'alert' });
+  const button = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create');
+  const form = h('form', { novalidate: true }, editor.el, error,
+    h('div', { class: 'actions' }, button, h('a', { class: 'btn', href: '#/jobs' }, 'Cancel')));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    replace(error);
+    editor.showErrors([]);
+    let def;
+    try {
+      def = editor.json();
+    } catch (err) {
+      replace(error, h('div', { class: 'banner' }, err.message));
+      return;
+    }
+    button.disabled = true;
+    try {
+      const { data } = await call('POST', `${API}/jobs`, def);
+      toast(`Created job ${data.id}.`, 'ok');
+      location.hash = `#/jobs/${seg(data.id)}`;
+    } catch (err) {
+      if (err.details && err.details.length) editor.showErrors(err.details);
+      replace(error, h('div', { class: 'banner' }, err.message,
+        err.details && err.details.length ? ` (${err.details.length} field${err.details.length > 1 ? 's' : ''}: see above)` : ''));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  replace(root, h('p', null, h('a', { href: '#/jobs' }, '← Jobs')), h('h1', null, 'Create a job'), form);
 }

@@ -24,6 +24,7 @@ use crate::{CoordError, Detector};
 /// Who leads, according to ZooKeeper. Stops following when dropped.
 pub struct ZkDetector {
     leader: watch::Sender<Option<MasterInfo>>,
+    members: watch::Sender<Vec<MasterInfo>>,
     task: JoinHandle<()>,
 }
 
@@ -32,9 +33,18 @@ impl ZkDetector {
     /// inside a Tokio runtime).
     pub fn start(url: &ZkUrl, session_timeout: Duration) -> ZkDetector {
         let (leader, _) = watch::channel(None);
+        let (members, _) = watch::channel(Vec::new());
         let connector = Connector::new(url, session_timeout, "leader detection");
-        let task = tokio::spawn(follow(connector, url.path().to_string(), leader.clone()));
-        ZkDetector { leader, task }
+        let out = Published {
+            leader: leader.clone(),
+            members: members.clone(),
+        };
+        let task = tokio::spawn(follow(connector, url.path().to_string(), out));
+        ZkDetector {
+            leader,
+            members,
+            task,
+        }
     }
 }
 
@@ -48,6 +58,16 @@ impl Detector for ZkDetector {
     fn leader(&self) -> watch::Receiver<Option<MasterInfo>> {
         self.leader.subscribe()
     }
+
+    fn members(&self) -> watch::Receiver<Vec<MasterInfo>> {
+        self.members.subscribe()
+    }
+}
+
+/// What the detector publishes: the leader, and every contender.
+struct Published {
+    leader: watch::Sender<Option<MasterInfo>>,
+    members: watch::Sender<Vec<MasterInfo>>,
 }
 
 fn publish(tx: &watch::Sender<Option<MasterInfo>>, leader: Option<MasterInfo>) {
@@ -64,7 +84,7 @@ fn publish(tx: &watch::Sender<Option<MasterInfo>>, leader: Option<MasterInfo>) {
     });
 }
 
-async fn follow(connector: Connector, path: String, tx: watch::Sender<Option<MasterInfo>>) {
+async fn follow(connector: Connector, path: String, tx: Published) {
     let mut backoff = Backoff::new();
     loop {
         let client = connector.connect().await;
@@ -81,7 +101,7 @@ async fn watch_leader(
     connector: &Connector,
     client: &Client,
     path: &str,
-    tx: &watch::Sender<Option<MasterInfo>>,
+    tx: &Published,
 ) -> CoordError {
     let zk = |what: &str, e| connector.error(what, e);
     let mut state = client.state_watcher();
@@ -90,7 +110,9 @@ async fn watch_leader(
             Ok(x) => x,
             Err(ZkError::NoNode) => {
                 // No master has ever started here.
-                publish(tx, None);
+                publish(&tx.leader, None);
+                tx.members
+                    .send_if_modified(|m| !std::mem::take(m).is_empty());
                 let (stat, watcher) = match client.check_and_watch_stat(path).await {
                     Ok(x) => x,
                     Err(e) => return zk(&format!("cannot watch {path}"), e),
@@ -105,8 +127,16 @@ async fn watch_leader(
             }
             Err(e) => return zk(&format!("cannot list the masters under {path}"), e),
         };
-        match read_leader(client, path, children).await {
-            Ok(Some(leader)) => publish(tx, leader),
+        match read_leader(client, path, children.clone()).await {
+            Ok(Some(leader)) => {
+                publish(&tx.leader, leader);
+                let members = read_members(client, path, children).await;
+                tx.members.send_if_modified(|m| {
+                    let changed = *m != members;
+                    *m = members;
+                    changed
+                });
+            }
             // The leader's node went between the listing and the read.
             Ok(None) => continue,
             Err(e) => return zk("cannot read the leader's node", e),
@@ -140,6 +170,21 @@ async fn read_leader(
         Err(ZkError::NoNode) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Every contender among `children` whose node still holds a usable
+/// MasterInfo, in election order (the leader first). Nodes that go or do
+/// not parse while they are read are left out.
+async fn read_members(client: &Client, path: &str, children: Vec<String>) -> Vec<MasterInfo> {
+    let mut members = Vec::new();
+    for child in contenders(children) {
+        if let Ok((data, _)) = client.get_data(&format!("{path}/{child}")).await
+            && let Ok(info) = master_info_from_json(&data)
+        {
+            members.push(info);
+        }
+    }
+    members
 }
 
 /// Asks ZooKeeper once who leads (for command-line clients): `None` when no
