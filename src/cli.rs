@@ -22,7 +22,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a master and an agent in one process (no ZooKeeper needed).
+    /// Run the whole platform in one process (no ZooKeeper needed): a
+    /// master, an agent, the services and batch frameworks, and the web UI.
     Dev(DevArgs),
     /// Run a master.
     Master(MasterArgs),

@@ -45,6 +45,24 @@ fn usage(msg: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.to_string()))
 }
 
+/// An error and its causes on one line, each cause once: errors that
+/// already print their source in their own message (`cannot listen on ...:
+/// Address already in use`) do not get it repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -85,7 +103,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             if e.downcast_ref::<UsageError>().is_some()
                 || matches!(
                     e.downcast_ref::<agora_bench::BenchError>(),
@@ -490,5 +508,32 @@ async fn execute(args: ExecuteArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(e.exit_code().clamp(0, 255) as u8))
         }
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::describe;
+    use anyhow::Context;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let bind = agora_master::MasterError::Bind {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: io,
+        };
+        let e = Err::<(), _>(bind)
+            .context("starting the master")
+            .unwrap_err();
+        assert_eq!(
+            describe(&e),
+            "starting the master: cannot listen on 127.0.0.1:1: Address already in use \
+             (is another process using the port?)"
+        );
+        let plain = Err::<(), _>(std::io::Error::other("disk full"))
+            .context("writing the store")
+            .unwrap_err();
+        assert_eq!(describe(&plain), "writing the store: disk full");
     }
 }
