@@ -585,12 +585,22 @@ async fn health_checks_gate_deployments_and_show_in_the_task() {
     let (cluster, svc) = cluster(1).await;
     let cmd = linger(cluster.dir.path());
     let marker = cluster.dir.path().join("healthy");
+    // No grace period: a failing check is reported at once (unhealthy), so
+    // the test can wait for the check to have failed before it says what a
+    // failure did not change; `maxConsecutiveFailures: 0` never kills.
     let check = |path: &std::path::Path| {
         json!([{
             "protocol": "COMMAND", "command": {"value": format!("test -e {}", path.display())},
             "delaySeconds": 0, "intervalSeconds": 1, "timeoutSeconds": 1,
-            "gracePeriodSeconds": 600, "maxConsecutiveFailures": 0
+            "gracePeriodSeconds": 0, "maxConsecutiveFailures": 0
         }])
+    };
+    let alive = |a: &Value, task: &str| {
+        a["tasks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["id"] == task))
+            .map(|t| t["healthCheckResults"][0]["alive"].clone())
+            .unwrap_or(Value::Null)
     };
     let mut def = app("/hc", &cmd, 1);
     def["healthChecks"] = check(&marker);
@@ -602,12 +612,14 @@ async fn health_checks_gate_deployments_and_show_in_the_task() {
         .to_str()
         .unwrap()
         .to_string();
-    // Running, but not healthy yet: the deployment waits.
-    svc.wait_app("the task to run", "/hc", |a| running(a).len() == 1)
+    // Running, its check failing: unhealthy, and the deployment waits.
+    let a = svc
+        .wait_app("the task running, its check failed", "/hc", |a| {
+            running(a).len() == 1 && a["tasks"][0]["healthCheckResults"][0]["alive"] == false
+        })
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let a = svc.app("/hc").await;
     assert_eq!(a["tasksHealthy"], 0, "{a}");
+    assert_eq!(a["tasksUnhealthy"], 1, "{a}");
     assert_eq!(a["deployments"][0]["id"], deployment.as_str(), "{a}");
     // The check passes: healthy, and the deployment is done.
     std::fs::write(&marker, b"").unwrap();
@@ -618,24 +630,50 @@ async fn health_checks_gate_deployments_and_show_in_the_task() {
         .await;
     let results = &a["tasks"][0]["healthCheckResults"];
     assert_eq!(results[0]["alive"], true, "{a}");
+    assert_eq!(a["tasksUnhealthy"], 0, "{a}");
     // An upgrade whose new instance never becomes healthy keeps the old one.
     let old = task_ids(&a);
     let never = cluster.dir.path().join("never");
     svc.update("/hc", &json!({"healthChecks": check(&never)}).to_string())
         .await;
-    svc.wait_app("the new instance running", "/hc", |a| running(a).len() == 2)
+    let a = svc
+        .wait_app("the new instance running, its check failed", "/hc", |a| {
+            running(a).len() == 2
+                && task_ids(a)
+                    .iter()
+                    .any(|t| *t != old[0] && alive(a, t) == false)
+        })
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let a = svc.app("/hc").await;
     assert!(
         task_ids(&a).contains(&old[0]),
         "the old instance stays: {a}"
     );
+    assert_eq!(alive(&a, &old[0]), true, "{a}");
+    assert_eq!(a["tasksHealthy"], 1, "{a}");
+    assert_eq!(a["tasksUnhealthy"], 1, "{a}");
     assert_eq!(a["deployments"].as_array().unwrap().len(), 1, "{a}");
-    // Unhealthy: the old instance's check fails once the marker is gone.
+    // The old instance's check fails once the marker is gone: an old
+    // instance that is not healthy is the first to go in an upgrade.
     std::fs::remove_file(&marker).unwrap();
-    svc.wait_app("the old instance unhealthy", "/hc", |a| {
-        a["tasksUnhealthy"].as_u64() >= Some(1)
+    svc.wait_app("the old, now unhealthy, instance killed", "/hc", |a| {
+        !task_ids(a).contains(&old[0])
     })
     .await;
+    let ended = eventually(
+        "the master to see the old instance end",
+        DEADLINE,
+        || async {
+            let state = cluster.state().await;
+            state["frameworks"][0]["completed_tasks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["id"] == old[0].as_str())
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(ended["state"], "TASK_KILLED", "{ended}");
+    assert_eq!(ended["healthy"], false, "it ended unhealthy: {ended}");
+    let a = svc.app("/hc").await;
+    assert_eq!(a["deployments"].as_array().unwrap().len(), 1, "{a}");
 }

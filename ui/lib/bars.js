@@ -24,7 +24,7 @@ export function resourceBars(r, kinds = ['cpus', 'mem', 'disk']) {
     .map((k) => resourceBar(k, of('used', k), of('offered', k), of('total', k))));
 }
 
-/** A health bar: healthy | running (unknown health) | staged | unhealthy, of instances. */
+/** A health bar: healthy | running (no health checks, or no verdict yet) | staged | unhealthy, of instances. */
 export function healthBar(app) {
   const n = Math.max(app.instances || 0, (app.tasksRunning || 0) + (app.tasksStaged || 0));
   const healthy = app.tasksHealthy || 0;
@@ -32,7 +32,7 @@ export function healthBar(app) {
   const running = Math.max((app.tasksRunning || 0) - healthy - unhealthy, 0);
   const staged = app.tasksStaged || 0;
   const part = (count, cls) => h('span', { class: cls, style: { width: `${n ? (count / n) * 100 : 0}%` } });
-  const text = `${healthy} healthy, ${unhealthy} unhealthy, ${running} running without health checks, `
+  const text = `${healthy} healthy, ${unhealthy} unhealthy, ${running} running without a health verdict, `
     + `${staged} staged, of ${app.instances} instances`;
   return h('div', { class: 'bar health', role: 'img', 'aria-label': text, title: text },
     part(healthy, 'h-healthy'), part(running, 'h-running'), part(staged, 'h-staged'), part(unhealthy, 'h-unhealthy'));

@@ -533,8 +533,12 @@ impl Controller {
                 self.index.remove(&inst.task_id);
                 self.tracker.forget(&inst.task_id);
                 self.placed.remove(&inst.app_id, &inst.agent_id);
-                let failed =
-                    matches!(state, TaskState::TaskFailed | TaskState::TaskError) && !inst.killing;
+                // Killed by its agent for failing its health check: a
+                // failure too (backoff, `lastTaskFailure`), as Marathon
+                // counts a task it killed for failing its checks.
+                let failed = !inst.killing
+                    && (matches!(state, TaskState::TaskFailed | TaskState::TaskError)
+                        || health::killed_by_check(status));
                 if failed {
                     self.metrics.failed.inc();
                     let def = &app.current.definition;

@@ -9,7 +9,7 @@
 //! instance launched with readiness checks serves only once its agent
 //! reports it ready.
 
-use agora_proto::v1::TaskState;
+use agora_proto::v1::{StatusReason, TaskState, TaskStatus};
 use serde_json::{Value, json};
 
 use crate::instance::Instance;
@@ -31,10 +31,27 @@ pub fn is_serving(instance: &Instance) -> bool {
     is_healthy(instance) && (!instance.readiness_checked || instance.ready == Some(true))
 }
 
-/// What `tasksHealthy` / `tasksUnhealthy` count `instance` as: neither
-/// (`None`) without health checks, as in Marathon.
+/// What `tasksHealthy` / `tasksUnhealthy` count `instance` as. As in
+/// Marathon, neither (`None`) without health checks, nor while its checks
+/// have no verdict (staging, or failing in their grace period): unhealthy
+/// means its agent reported a check failing.
 pub fn reported_health(instance: &Instance) -> Option<bool> {
-    instance.health_checked.then(|| is_healthy(instance))
+    if !instance.health_checked {
+        None
+    } else if is_healthy(instance) {
+        Some(true)
+    } else if instance.healthy == Some(false) && instance.is_active() {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Whether `status` is the end of a task its agent killed because a
+/// health check failed too often (`TASK_KILLED` with the health reason).
+pub fn killed_by_check(status: &TaskStatus) -> bool {
+    status.state() == TaskState::TaskKilled
+        && status.reason() == StatusReason::ReasonTaskHealthCheckStatusUpdated
 }
 
 /// Marathon's `healthCheckResults` of a task: one entry once its checks
@@ -52,5 +69,78 @@ pub fn results(instance: &Instance) -> Vec<Value> {
             "taskId": instance.task_id,
         })],
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(state: TaskState, checked: bool, healthy: Option<bool>) -> Instance {
+        Instance {
+            task_id: "a.1".into(),
+            app_id: "/a".into(),
+            version: 1,
+            config_version: 1,
+            agent_id: "agent".into(),
+            host: "host".into(),
+            ports: vec![31000],
+            state,
+            staged_at: 1,
+            started_at: None,
+            healthy,
+            ready: None,
+            health_checked: checked,
+            readiness_checked: false,
+            unreachable_since: None,
+            killing: false,
+            role: "*".into(),
+            attributes: String::new(),
+        }
+    }
+
+    #[test]
+    fn counted_unhealthy_only_once_a_check_failed() {
+        use TaskState::*;
+        // Without checks: healthy once running, never counted.
+        let i = instance(TaskRunning, false, None);
+        assert!(is_healthy(&i));
+        assert_eq!(reported_health(&i), None);
+        // Staging, or running without a verdict yet: neither.
+        assert_eq!(reported_health(&instance(TaskStaging, true, None)), None);
+        let waiting = instance(TaskRunning, true, None);
+        assert!(!is_healthy(&waiting));
+        assert_eq!(reported_health(&waiting), None);
+        assert!(results(&waiting).is_empty());
+        // A verdict: counted either way.
+        assert_eq!(
+            reported_health(&instance(TaskRunning, true, Some(true))),
+            Some(true)
+        );
+        let failing = instance(TaskRunning, true, Some(false));
+        assert_eq!(reported_health(&failing), Some(false));
+        assert_eq!(results(&failing)[0]["alive"], false);
+        // Healthy but being killed: no longer counted healthy.
+        let mut going = instance(TaskRunning, true, Some(true));
+        going.killing = true;
+        assert!(!is_healthy(&going));
+        assert_eq!(reported_health(&going), None);
+    }
+
+    #[test]
+    fn a_kill_for_failing_checks_is_told_apart() {
+        let status = |state: TaskState, reason: StatusReason| {
+            let mut s = TaskStatus::default();
+            s.set_state(state);
+            s.set_reason(reason);
+            s
+        };
+        let health = StatusReason::ReasonTaskHealthCheckStatusUpdated;
+        assert!(killed_by_check(&status(TaskState::TaskKilled, health)));
+        assert!(!killed_by_check(&status(TaskState::TaskRunning, health)));
+        assert!(!killed_by_check(&status(
+            TaskState::TaskKilled,
+            StatusReason::ReasonNone
+        )));
     }
 }

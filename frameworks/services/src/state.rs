@@ -217,6 +217,8 @@ impl State {
         // The new definitions (None: removed), in request order.
         let mut wanted: BTreeMap<String, Option<AppDefinition>> = BTreeMap::new();
         let mut restarts = BTreeSet::new();
+        // Rollbacks: the definition and configuration version gone back to.
+        let mut rolled_back: BTreeMap<String, (AppDefinition, Millis)> = BTreeMap::new();
         let mut kill = Vec::new();
         for change in changes {
             match change {
@@ -250,6 +252,7 @@ impl State {
                 AppChange::Rollback { id, to } => {
                     let mut def = to.definition;
                     def.id = id.clone();
+                    rolled_back.insert(id.clone(), (def.clone(), to.last_config_change_at));
                     wanted.insert(id, Some(def));
                 }
                 AppChange::KillAndScale { id, tasks } => {
@@ -303,6 +306,19 @@ impl State {
                         let config_changed =
                             restarts.contains(&id) || !b.definition.is_only_scale_of(&def);
                         let scaled = b.definition.instances != def.instances;
+                        let config = match rolled_back.get(&id) {
+                            _ if !config_changed => b.last_config_change_at,
+                            // Back to an earlier configuration: the
+                            // instances launched with it are current again,
+                            // and only the others are replaced (Marathon
+                            // deploys the stored version).
+                            Some((to, at))
+                                if !restarts.contains(&id) && to.is_only_scale_of(&def) =>
+                            {
+                                *at
+                            }
+                            _ => version,
+                        };
                         StoredApp {
                             definition: def,
                             version,
@@ -311,11 +327,7 @@ impl State {
                             } else {
                                 b.last_scaling_at
                             },
-                            last_config_change_at: if config_changed {
-                                version
-                            } else {
-                                b.last_config_change_at
-                            },
+                            last_config_change_at: config,
                         }
                     }
                 }
@@ -711,6 +723,65 @@ mod tests {
             p.deployment.steps[0][0].kind,
             ActionKind::RestartApplication
         );
+    }
+
+    #[test]
+    fn a_rollback_goes_back_to_the_earlier_configuration() {
+        let mut s = State::default();
+        deploy(
+            &mut s,
+            vec![AppChange::Create(def(json!({"id": "/a", "cmd": "x"})))],
+            false,
+            100,
+        )
+        .unwrap();
+        finish_all(&mut s);
+        let v1 = s.app("/a").unwrap().current.clone();
+        let patch = |body: Value| AppChange::Patch {
+            id: "/a".into(),
+            body,
+        };
+        deploy(&mut s, vec![patch(json!({"cmd": "y"}))], false, 200).unwrap();
+        // Back to v1 (as DELETE /v2/deployments or PUT {"version"} do): a
+        // new version, v1's configuration, so v1's instances stay.
+        let p = deploy(
+            &mut s,
+            vec![AppChange::Rollback {
+                id: "/a".into(),
+                to: Box::new(v1.clone()),
+            }],
+            true,
+            300,
+        )
+        .unwrap();
+        assert_eq!(
+            p.deployment.steps[0][0].kind,
+            ActionKind::RestartApplication
+        );
+        let a = &s.app("/a").unwrap().current;
+        assert_eq!((a.version, a.last_config_change_at), (300, 100));
+        assert_eq!(a.definition.cmd.as_deref(), Some("x"));
+        finish_all(&mut s);
+        // A restart asked afterwards is a new configuration.
+        deploy(&mut s, vec![AppChange::Restart("/a".into())], false, 400).unwrap();
+        assert_eq!(s.app("/a").unwrap().current.last_config_change_at, 400);
+        finish_all(&mut s);
+        // Rolled back to a version with another instance count: that count
+        // and the configuration, which the current one already has.
+        let mut scaled = v1.clone();
+        scaled.definition.instances = 3;
+        let p = deploy(
+            &mut s,
+            vec![AppChange::Rollback {
+                id: "/a".into(),
+                to: Box::new(scaled),
+            }],
+            false,
+            500,
+        )
+        .unwrap();
+        assert_eq!(p.deployment.steps[0][0].kind, ActionKind::ScaleApplication);
+        assert_eq!(s.app("/a").unwrap().current.last_config_change_at, 400);
     }
 
     #[test]

@@ -632,6 +632,31 @@ fn validate_checks(app: &AppDefinition, r: &mut Report) {
                 "must not be negative".into()
             });
         }
+        for (field, v) in [
+            ("intervalSeconds", hc.interval_seconds),
+            ("timeoutSeconds", hc.timeout_seconds),
+        ] {
+            r.check(v != 0, &format!("{path}/{field}"), || {
+                "must be positive".into()
+            });
+        }
+        for (field, v) in [
+            ("gracePeriodSeconds", hc.grace_period_seconds),
+            ("intervalSeconds", hc.interval_seconds),
+            ("timeoutSeconds", hc.timeout_seconds),
+            ("delaySeconds", hc.delay_seconds),
+        ] {
+            r.check(
+                v as f64 <= agora_proto::health::MAX_SECONDS,
+                &format!("{path}/{field}"),
+                || {
+                    format!(
+                        "must be at most {} (a week)",
+                        agora_proto::health::MAX_SECONDS
+                    )
+                },
+            );
+        }
     }
     let port_names: BTreeSet<&str> = app
         .port_definitions()
@@ -668,6 +693,47 @@ fn validate_checks(app: &AppDefinition, r: &mut Report) {
                 || "must be between 100 and 999".into(),
             );
         }
+    }
+    let checked = |v: &Violation| {
+        v.path.starts_with("/healthChecks") || v.path.starts_with("/readinessChecks")
+    };
+    if !r.0.iter().any(checked) {
+        agent_rules(app, r);
+    }
+}
+
+/// The checks as the agents get them, through the rules the master and the
+/// agents apply (`agora_proto::health::task_checks`): what passes here is
+/// never refused at launch (`TASK_ERROR` for every instance).
+fn agent_rules(app: &AppDefinition, r: &mut Report) {
+    if app.health_checks.is_empty() && app.readiness_checks.is_empty() {
+        return;
+    }
+    let n = app.host_port_count() as u64;
+    let ports: Vec<u64> = (0..n).map(|i| 31_000 + i).collect();
+    let mut task = agora_proto::v1::TaskInfo {
+        health_checks: crate::taskinfo::health_checks(app, &ports),
+        readiness_checks: crate::taskinfo::readiness_checks(app, &ports),
+        ..Default::default()
+    };
+    if n > 0
+        && let Ok(res) = agora_proto::Resources::parse(&format!("ports:[31000-{}]", 31_000 + n - 1))
+    {
+        task.resources = res.to_proto();
+    }
+    if let Err(e) = agora_proto::health::task_checks(&task) {
+        let (kind, rest) = match e.strip_prefix("health_checks[") {
+            Some(rest) => ("healthChecks", rest),
+            None => (
+                "readinessChecks",
+                e.strip_prefix("readiness_checks[").unwrap_or_default(),
+            ),
+        };
+        let index = rest.split(']').next().unwrap_or("0");
+        r.add(
+            format!("/{kind}/{index}"),
+            format!("the agents would refuse it: {e}"),
+        );
     }
 }
 
@@ -819,6 +885,33 @@ mod tests {
             (
                 json!({"id": "/a", "cmd": "x", "readinessChecks": [{"portName": "none"}]}),
                 "/readinessChecks/0/portName",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "healthChecks": [{"intervalSeconds": 0}]}),
+                "/healthChecks/0/intervalSeconds",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "healthChecks": [{"gracePeriodSeconds": 9_000_000}]}),
+                "/healthChecks/0/gracePeriodSeconds",
+            ),
+            // What only the agents' rules catch: said at once, not as a
+            // TASK_ERROR of every instance.
+            (
+                json!({"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "HTTP", "path": "/a b"}]}),
+                "/healthChecks/0",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "TCP"}, {"protocol": "HTTP", "port": 70000}]}),
+                "/healthChecks/1",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "healthChecks": [{"protocol": "COMMAND", "command": {"value": ""}}]}),
+                "/healthChecks/0",
+            ),
+            (
+                json!({"id": "/a", "cmd": "x", "portDefinitions": [{"port": 0, "name": "http-api"}],
+                    "readinessChecks": [{"timeoutSeconds": 0}]}),
+                "/readinessChecks/0",
             ),
             (
                 json!({"id": "/a", "cmd": "x", "unreachableStrategy": {"inactiveAfterSeconds": 10, "expungeAfterSeconds": 5}}),
