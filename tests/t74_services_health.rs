@@ -21,20 +21,35 @@ use common::services::{Services, running, task_ids};
 use common::{Cluster, DEADLINE, eventually, get_json, linger};
 use serde_json::{Value, json};
 
-/// What the agent offers.
-const RES: &str = "cpus:4;mem:1024;ports:[31000-31099]";
+/// What an agent offers: ports nothing listens on now, its own (tests run
+/// at the same time, and their tasks serve on these ports: a shared range
+/// would let one test's check reach another test's server).
+fn resources() -> String {
+    let listeners: Vec<std::net::TcpListener> = (0..8)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<String> = listeners
+        .iter()
+        .map(|l| {
+            let p = l.local_addr().unwrap().port();
+            format!("{p}-{p}")
+        })
+        .collect();
+    format!("cpus:4;mem:1024;ports:[{}]", ports.join(","))
+}
 
 /// A cluster of one agent (in this process) and a services framework.
 async fn cluster() -> (Cluster, Services) {
-    let cluster = Cluster::start(common::master_config(), &[RES]).await;
+    let cluster = Cluster::start(common::master_config(), &[&resources()]).await;
     let services = Services::start(&cluster.addr()).await;
     (cluster, services)
 }
 
 /// A task command that serves `dir/www` over HTTP on `$PORT0` (busybox
 /// `httpd`, `/health` answers 200) while the shell condition `down` is
-/// false, and stops serving (the task keeps running) while it is true. It
-/// ends when the test's directory goes (see [`linger`]).
+/// false (starting it again should it die), and stops serving (the task
+/// keeps running) while it is true. It ends when the test's directory goes
+/// (see [`linger`]).
 fn server_cmd(dir: &Path, down: &str) -> String {
     // Creates the linger marker; its loop is written out below.
     linger(dir);
@@ -45,7 +60,7 @@ fn server_cmd(dir: &Path, down: &str) -> String {
          while [ -e '{marker}' ]; do \
            if {down}; then \
              if [ -n \"$srv\" ]; then kill $srv; wait $srv; srv=; fi; \
-           elif [ -z \"$srv\" ]; then \
+           elif [ -z \"$srv\" ] || ! kill -0 $srv 2>/dev/null; then \
              busybox httpd -f -p 127.0.0.1:$PORT0 -h \"$w\" & srv=$!; \
            fi; \
            sleep 0.1; \
@@ -519,7 +534,8 @@ async fn checks_go_on_across_an_agent_sigkill_and_restart() {
     let cluster = Cluster::start(common::master_config(), &[]).await;
     let dir = cluster.dir.path();
     let work = dir.join("agent");
-    let agent = common::spawn_agent(&cluster.addr(), &work, RES).await;
+    let res = resources();
+    let agent = common::spawn_agent(&cluster.addr(), &work, &res).await;
     cluster.wait_agents(1).await;
     let svc = Services::start(&cluster.addr()).await;
     let def = app(
@@ -538,7 +554,7 @@ async fn checks_go_on_across_an_agent_sigkill_and_restart() {
 
     let mut agent = agent;
     agent.kill9().await;
-    let agent = common::spawn_agent(&cluster.addr(), &work, RES).await;
+    let agent = common::spawn_agent(&cluster.addr(), &work, &res).await;
     let agent_http = agent.wait_field("starting the agent", "http").await;
     // The new agent process checks the recovered task: passes, and no
     // new verdict (it was healthy and stays so).
@@ -570,4 +586,67 @@ async fn checks_go_on_across_an_agent_sigkill_and_restart() {
         "{a}"
     );
     drop(agent);
+}
+
+#[tokio::test]
+async fn a_readiness_check_holds_an_upgrade_until_the_new_instance_is_ready() {
+    let (cluster, svc) = cluster().await;
+    let dir = cluster.dir.path();
+    let agent_http = cluster.agents[0].http_addr().to_string();
+    // `/ready` answers 200 while the file exists, 404 otherwise; `/health`
+    // always passes.
+    let ready = dir.join("www").join("ready");
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(&ready, b"ok").unwrap();
+    let mut def = app(
+        "/rdy",
+        &server_cmd(dir, "false"),
+        1,
+        json!([check("HTTP", Some("/health"), 3, 30)]),
+    );
+    def["portDefinitions"] = json!([{"port": 0, "name": "http"}]);
+    def["readinessChecks"] = json!([{
+        "portName": "http", "path": "/ready", "intervalSeconds": 2, "timeoutSeconds": 1
+    }]);
+    svc.create(&def.to_string()).await;
+    let first = svc
+        .wait_app("the first instance healthy and ready", "/rdy", |a| {
+            all_healthy(a, 1) && no_deployment(a)
+        })
+        .await;
+    let old = task_ids(&first)[0].clone();
+
+    // The new version's instance is healthy at once, but not ready.
+    std::fs::remove_file(&ready).unwrap();
+    let deployment = svc
+        .update("/rdy", &json!({"env": {"V": "2"}}).to_string())
+        .await;
+    let a = svc
+        .wait_app("the new instance healthy", "/rdy", |a| {
+            a["tasksHealthy"] == 2 && running(a).len() == 2
+        })
+        .await;
+    let new = task_ids(&a).into_iter().find(|t| *t != old).unwrap();
+    // Two failed readiness checks (the health checks all pass).
+    let failed = agent_checks(&agent_http).await["checks_failed"]
+        .as_u64()
+        .unwrap();
+    eventually("two failed readiness checks", DEADLINE, || async {
+        let now = agent_checks(&agent_http).await["checks_failed"].as_u64()?;
+        (now >= failed + 2).then_some(())
+    })
+    .await;
+    let a = svc.app("/rdy").await;
+    assert_eq!(task_ids(&a).len(), 2, "the old instance stays: {a}");
+    assert!(task(&a, &old).is_some(), "{a}");
+    assert_eq!(a["deployments"][0]["id"], deployment.as_str(), "{a}");
+
+    // Ready: the upgrade completes, the old instance goes.
+    std::fs::write(&ready, b"ok").unwrap();
+    let a = svc
+        .wait_app("the upgrade done", "/rdy", |a| {
+            all_healthy(a, 1) && no_deployment(a)
+        })
+        .await;
+    assert_eq!(task_ids(&a), vec![new]);
 }
