@@ -650,3 +650,53 @@ async fn a_readiness_check_holds_an_upgrade_until_the_new_instance_is_ready() {
         .await;
     assert_eq!(task_ids(&a), vec![new]);
 }
+
+#[tokio::test]
+async fn a_bridged_docker_app_is_checked_through_its_host_port_and_inside_its_container() {
+    let Some(_docker) = common::docker::docker_or_skip(
+        "a_bridged_docker_app_is_checked_through_its_host_port_and_inside_its_container",
+    )
+    .await
+    else {
+        return;
+    };
+    let (cluster, _guard) = common::docker::docker_cluster(&resources(), |_| {}).await;
+    let svc = Services::start(&cluster.addr()).await;
+    // httpd on the container's port 80, published on a host port; the
+    // COMMAND check looks for a file that exists only in the container.
+    let def = json!({
+        "id": "/boxed", "cpus": 0.1, "mem": 32, "instances": 1,
+        "cmd": "mkdir -p /www && echo ok > /www/health && touch /tmp/inside && \
+                exec httpd -f -p 80 -h /www",
+        "container": {
+            "type": "DOCKER",
+            "docker": {"image": common::docker::TEST_IMAGE, "network": "BRIDGE"},
+            "portMappings": [{"containerPort": 80, "hostPort": 0}]
+        },
+        "healthChecks": [
+            check("HTTP", Some("/health"), 3, 60),
+            {
+                "protocol": "COMMAND", "command": {"value": "test -f /tmp/inside"},
+                "delaySeconds": 0, "intervalSeconds": 1, "timeoutSeconds": 5,
+                "gracePeriodSeconds": 60, "maxConsecutiveFailures": 3
+            }
+        ]
+    });
+    assert!(
+        !Path::new("/tmp/inside").exists(),
+        "the check's file must not exist on the host for this test to mean anything"
+    );
+    svc.create(&def.to_string()).await;
+    let a = svc
+        .wait_app(
+            "the container healthy, the deployment done",
+            "/boxed",
+            |a| all_healthy(a, 1) && no_deployment(a),
+        )
+        .await;
+    let port = a["tasks"][0]["ports"][0].as_u64().unwrap();
+    assert_ne!(port, 80, "a host port: {a}");
+    let (status, v) = svc.call("DELETE", "/v2/apps/boxed", None).await;
+    assert_eq!(status, 200, "{v}");
+    svc.wait_no_deployments().await;
+}
