@@ -363,6 +363,14 @@ async fn a_tcp_check_follows_the_listener_and_zero_failures_never_kills() {
         })
         .await;
     assert_eq!(running(&a).len(), 1, "{a}");
+    let port = a["tasks"][0]["ports"][0].as_u64().unwrap();
+    let cause = task(&a, &id).unwrap()["healthCheckResults"][0]["lastFailureCause"].clone();
+    assert!(
+        cause
+            .as_str()
+            .is_some_and(|c| c.contains(&format!("(TCP 127.0.0.1:{port}) failed"))),
+        "the agent's reason: {a}"
+    );
     // Three more failed checks: with a limit of 0 the task still runs.
     let failed = agent_checks(&agent_http).await["checks_failed"]
         .as_u64()
