@@ -21,20 +21,35 @@ use common::services::{Services, running, task_ids};
 use common::{Cluster, DEADLINE, eventually, get_json, linger};
 use serde_json::{Value, json};
 
-/// What the agent offers.
-const RES: &str = "cpus:4;mem:1024;ports:[31000-31099]";
+/// What an agent offers: ports nothing listens on now, its own (tests run
+/// at the same time, and their tasks serve on these ports: a shared range
+/// would let one test's check reach another test's server).
+fn resources() -> String {
+    let listeners: Vec<std::net::TcpListener> = (0..8)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<String> = listeners
+        .iter()
+        .map(|l| {
+            let p = l.local_addr().unwrap().port();
+            format!("{p}-{p}")
+        })
+        .collect();
+    format!("cpus:4;mem:1024;ports:[{}]", ports.join(","))
+}
 
 /// A cluster of one agent (in this process) and a services framework.
 async fn cluster() -> (Cluster, Services) {
-    let cluster = Cluster::start(common::master_config(), &[RES]).await;
+    let cluster = Cluster::start(common::master_config(), &[&resources()]).await;
     let services = Services::start(&cluster.addr()).await;
     (cluster, services)
 }
 
 /// A task command that serves `dir/www` over HTTP on `$PORT0` (busybox
 /// `httpd`, `/health` answers 200) while the shell condition `down` is
-/// false, and stops serving (the task keeps running) while it is true. It
-/// ends when the test's directory goes (see [`linger`]).
+/// false (starting it again should it die), and stops serving (the task
+/// keeps running) while it is true. It ends when the test's directory goes
+/// (see [`linger`]).
 fn server_cmd(dir: &Path, down: &str) -> String {
     // Creates the linger marker; its loop is written out below.
     linger(dir);
@@ -45,7 +60,7 @@ fn server_cmd(dir: &Path, down: &str) -> String {
          while [ -e '{marker}' ]; do \
            if {down}; then \
              if [ -n \"$srv\" ]; then kill $srv; wait $srv; srv=; fi; \
-           elif [ -z \"$srv\" ]; then \
+           elif [ -z \"$srv\" ] || ! kill -0 $srv 2>/dev/null; then \
              busybox httpd -f -p 127.0.0.1:$PORT0 -h \"$w\" & srv=$!; \
            fi; \
            sleep 0.1; \
@@ -348,6 +363,14 @@ async fn a_tcp_check_follows_the_listener_and_zero_failures_never_kills() {
         })
         .await;
     assert_eq!(running(&a).len(), 1, "{a}");
+    let port = a["tasks"][0]["ports"][0].as_u64().unwrap();
+    let cause = task(&a, &id).unwrap()["healthCheckResults"][0]["lastFailureCause"].clone();
+    assert!(
+        cause
+            .as_str()
+            .is_some_and(|c| c.contains(&format!("(TCP 127.0.0.1:{port}) failed"))),
+        "the agent's reason: {a}"
+    );
     // Three more failed checks: with a limit of 0 the task still runs.
     let failed = agent_checks(&agent_http).await["checks_failed"]
         .as_u64()
@@ -519,7 +542,8 @@ async fn checks_go_on_across_an_agent_sigkill_and_restart() {
     let cluster = Cluster::start(common::master_config(), &[]).await;
     let dir = cluster.dir.path();
     let work = dir.join("agent");
-    let agent = common::spawn_agent(&cluster.addr(), &work, RES).await;
+    let res = resources();
+    let agent = common::spawn_agent(&cluster.addr(), &work, &res).await;
     cluster.wait_agents(1).await;
     let svc = Services::start(&cluster.addr()).await;
     let def = app(
@@ -538,7 +562,7 @@ async fn checks_go_on_across_an_agent_sigkill_and_restart() {
 
     let mut agent = agent;
     agent.kill9().await;
-    let agent = common::spawn_agent(&cluster.addr(), &work, RES).await;
+    let agent = common::spawn_agent(&cluster.addr(), &work, &res).await;
     let agent_http = agent.wait_field("starting the agent", "http").await;
     // The new agent process checks the recovered task: passes, and no
     // new verdict (it was healthy and stays so).
@@ -570,4 +594,117 @@ async fn checks_go_on_across_an_agent_sigkill_and_restart() {
         "{a}"
     );
     drop(agent);
+}
+
+#[tokio::test]
+async fn a_readiness_check_holds_an_upgrade_until_the_new_instance_is_ready() {
+    let (cluster, svc) = cluster().await;
+    let dir = cluster.dir.path();
+    let agent_http = cluster.agents[0].http_addr().to_string();
+    // `/ready` answers 200 while the file exists, 404 otherwise; `/health`
+    // always passes.
+    let ready = dir.join("www").join("ready");
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(&ready, b"ok").unwrap();
+    let mut def = app(
+        "/rdy",
+        &server_cmd(dir, "false"),
+        1,
+        json!([check("HTTP", Some("/health"), 3, 30)]),
+    );
+    def["portDefinitions"] = json!([{"port": 0, "name": "http"}]);
+    def["readinessChecks"] = json!([{
+        "portName": "http", "path": "/ready", "intervalSeconds": 2, "timeoutSeconds": 1
+    }]);
+    svc.create(&def.to_string()).await;
+    let first = svc
+        .wait_app("the first instance healthy and ready", "/rdy", |a| {
+            all_healthy(a, 1) && no_deployment(a)
+        })
+        .await;
+    let old = task_ids(&first)[0].clone();
+
+    // The new version's instance is healthy at once, but not ready.
+    std::fs::remove_file(&ready).unwrap();
+    let deployment = svc
+        .update("/rdy", &json!({"env": {"V": "2"}}).to_string())
+        .await;
+    let a = svc
+        .wait_app("the new instance healthy", "/rdy", |a| {
+            a["tasksHealthy"] == 2 && running(a).len() == 2
+        })
+        .await;
+    let new = task_ids(&a).into_iter().find(|t| *t != old).unwrap();
+    // Two failed readiness checks (the health checks all pass).
+    let failed = agent_checks(&agent_http).await["checks_failed"]
+        .as_u64()
+        .unwrap();
+    eventually("two failed readiness checks", DEADLINE, || async {
+        let now = agent_checks(&agent_http).await["checks_failed"].as_u64()?;
+        (now >= failed + 2).then_some(())
+    })
+    .await;
+    let a = svc.app("/rdy").await;
+    assert_eq!(task_ids(&a).len(), 2, "the old instance stays: {a}");
+    assert!(task(&a, &old).is_some(), "{a}");
+    assert_eq!(a["deployments"][0]["id"], deployment.as_str(), "{a}");
+
+    // Ready: the upgrade completes, the old instance goes.
+    std::fs::write(&ready, b"ok").unwrap();
+    let a = svc
+        .wait_app("the upgrade done", "/rdy", |a| {
+            all_healthy(a, 1) && no_deployment(a)
+        })
+        .await;
+    assert_eq!(task_ids(&a), vec![new]);
+}
+
+#[tokio::test]
+async fn a_bridged_docker_app_is_checked_through_its_host_port_and_inside_its_container() {
+    let Some(_docker) = common::docker::docker_or_skip(
+        "a_bridged_docker_app_is_checked_through_its_host_port_and_inside_its_container",
+    )
+    .await
+    else {
+        return;
+    };
+    let (cluster, _guard) = common::docker::docker_cluster(&resources(), |_| {}).await;
+    let svc = Services::start(&cluster.addr()).await;
+    // httpd on the container's port 80, published on a host port; the
+    // COMMAND check looks for a file that exists only in the container.
+    let def = json!({
+        "id": "/boxed", "cpus": 0.1, "mem": 32, "instances": 1,
+        "cmd": "mkdir -p /www && echo ok > /www/health && touch /tmp/inside && \
+                exec httpd -f -p 80 -h /www",
+        "container": {
+            "type": "DOCKER",
+            "docker": {"image": common::docker::TEST_IMAGE, "network": "BRIDGE"},
+            "portMappings": [{"containerPort": 80, "hostPort": 0}]
+        },
+        "healthChecks": [
+            check("HTTP", Some("/health"), 3, 60),
+            {
+                "protocol": "COMMAND", "command": {"value": "test -f /tmp/inside"},
+                "delaySeconds": 0, "intervalSeconds": 1, "timeoutSeconds": 5,
+                "gracePeriodSeconds": 60, "maxConsecutiveFailures": 3
+            }
+        ]
+    });
+    assert!(
+        !Path::new("/tmp/inside").exists(),
+        "the check's file must not exist on the host for this test to mean anything"
+    );
+    svc.create(&def.to_string()).await;
+    let a = svc
+        .wait_app(
+            "the container healthy, the deployment done",
+            "/boxed",
+            |a| all_healthy(a, 1) && no_deployment(a),
+        )
+        .await;
+    let port = a["tasks"][0]["ports"][0].as_u64().unwrap();
+    assert_ne!(port, 80, "a host port: {a}");
+    let (status, v) = svc.call("DELETE", "/v2/apps/boxed", None).await;
+    assert_eq!(status, 200, "{v}");
+    svc.wait_no_deployments().await;
 }

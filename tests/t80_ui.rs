@@ -457,11 +457,15 @@ async fn apps_are_created_scaled_killed_and_rolled_back_from_the_browser() {
         .unwrap();
     assert_eq!(invalid.as_deref(), Some("true"));
     // Fixed, it is created and runs.
-    let good =
-        serde_json::json!({"id": "/web", "cmd": cmd, "cpus": 0.1, "mem": 32, "instances": 1});
+    let good = serde_json::json!({"id": "/web", "cmd": cmd, "cpus": 0.1, "mem": 32, "instances": 1,
+        "healthChecks": [{"protocol": "COMMAND", "command": {"value": "true"},
+            "delaySeconds": 0, "intervalSeconds": 1, "gracePeriodSeconds": 0}]});
     paste(&browser, "#app-json", &good.to_string()).await;
     click(&browser, "main form button[type=submit]").await;
     wait_text(&browser, "#app-running", "1 / 1").await;
+    // Its health: the app's counts, and the task's row.
+    wait_text(&browser, "#app-health", "1 healthy, 0 unhealthy").await;
+    wait_text(&browser, "[data-task] td:nth-child(4)", "healthy").await;
     let first_version = get_json(&format!("{}/v2/apps/web", dev.services)).await["app"]
         ["versionInfo"]["lastConfigChangeAt"]
         .as_str()

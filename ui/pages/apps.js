@@ -332,7 +332,7 @@ export function app(root, [rest]) {
           h('a', { class: 'btn btn-small', href: `${appHref(a.id)}/edit`, 'aria-label': `Edit ${a.id}` }, 'Edit')),
         h('dl', { class: 'kv' },
           h('dt', null, 'Running / instances'), h('dd', { id: 'app-running' }, `${a.tasksRunning || 0} / ${a.instances}`),
-          h('dt', null, 'Health'), h('dd', null, healthBar(a), ` ${a.tasksHealthy || 0} healthy, ${a.tasksUnhealthy || 0} unhealthy, ${a.tasksStaged || 0} staged`),
+          h('dt', null, 'Health'), h('dd', { id: 'app-health' }, healthBar(a), ` ${a.tasksHealthy || 0} healthy, ${a.tasksUnhealthy || 0} unhealthy, ${a.tasksStaged || 0} staged`),
           h('dt', null, 'Command'), h('dd', null, a.cmd ? h('code', null, a.cmd) : (a.args || []).join(' ') || '–'),
           c ? [h('dt', null, 'Image'), h('dd', null, c.image)] : null,
           h('dt', null, 'Resources'), h('dd', null, `cpus ${num(a.cpus)}, mem ${num(a.mem, 0)} MB, disk ${num(a.disk, 0)} MB`),

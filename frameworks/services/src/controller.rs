@@ -509,6 +509,9 @@ impl Controller {
             if status.healthy.is_some() {
                 inst.healthy = status.healthy;
             }
+            if health_changed && status.healthy == Some(false) {
+                inst.health_failure = Some(status.message.clone());
+            }
             if status.ready.is_some() {
                 inst.ready = status.ready;
             }
@@ -669,6 +672,7 @@ impl Controller {
                         staged_at: now_ms,
                         started_at: None,
                         healthy: None,
+                        health_failure: None,
                         ready: None,
                         health_checked: !stored.definition.health_checks.is_empty(),
                         readiness_checked: !stored.definition.readiness_checks.is_empty(),

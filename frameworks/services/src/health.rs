@@ -63,7 +63,7 @@ pub fn results(instance: &Instance) -> Vec<Value> {
             "consecutiveFailures": if alive { 0 } else { 1 },
             "firstSuccess": null,
             "lastFailure": null,
-            "lastFailureCause": null,
+            "lastFailureCause": instance.health_failure,
             "lastSuccess": null,
             "instanceId": instance.task_id,
             "taskId": instance.task_id,
@@ -89,6 +89,7 @@ mod tests {
             staged_at: 1,
             started_at: None,
             healthy,
+            health_failure: None,
             ready: None,
             health_checked: checked,
             readiness_checked: false,
@@ -117,9 +118,14 @@ mod tests {
             reported_health(&instance(TaskRunning, true, Some(true))),
             Some(true)
         );
-        let failing = instance(TaskRunning, true, Some(false));
+        let mut failing = instance(TaskRunning, true, Some(false));
+        failing.health_failure = Some("The health check (TCP 127.0.0.1:31000) failed".into());
         assert_eq!(reported_health(&failing), Some(false));
         assert_eq!(results(&failing)[0]["alive"], false);
+        assert_eq!(
+            results(&failing)[0]["lastFailureCause"],
+            "The health check (TCP 127.0.0.1:31000) failed"
+        );
         // Healthy but being killed: no longer counted healthy.
         let mut going = instance(TaskRunning, true, Some(true));
         going.killing = true;

@@ -29,6 +29,10 @@ pub struct Instance {
     /// The task's health as its status reports it (`None` until a health
     /// check reports; see [`crate::health`]).
     pub healthy: Option<bool>,
+    /// Why its health check last failed (the agent's message), for
+    /// Marathon's `lastFailureCause`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_failure: Option<String>,
     /// Whether the task is ready (its readiness checks all passed); `None`
     /// until its agent says.
     #[serde(default)]

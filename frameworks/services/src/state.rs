@@ -876,6 +876,7 @@ mod tests {
                     staged_at: n,
                     started_at: None,
                     healthy: None,
+                    health_failure: None,
                     ready: None,
                     health_checked: false,
                     readiness_checked: false,
