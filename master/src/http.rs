@@ -49,6 +49,8 @@ pub(crate) struct HttpContext {
     pub fatal: Arc<OnceLock<String>>,
     /// Whether the test-only fault hooks are served.
     pub fault_hooks: bool,
+    /// The Mesos scheduler API's subscriptions.
+    pub mesos: crate::mesos::MesosApi,
 }
 
 /// How often the summary streamed to the UI is refreshed while someone
@@ -160,7 +162,7 @@ fn standby_state(ctx: &HttpContext, not: &NotLeading) -> serde_json::Value {
 }
 
 /// `307` to the leader, or `503` while nobody leads.
-fn redirect(not: &NotLeading, path: &str, query: Option<&str>) -> Response {
+pub(crate) fn redirect(not: &NotLeading, path: &str, query: Option<&str>) -> Response {
     match &not.leader {
         Some(leader) => {
             let location = match query {
@@ -359,6 +361,22 @@ pub(crate) fn routes(
                 Ok::<_, Rejection>(proxy_to_framework(ctx, key, mount, rest, query, req).await)
             },
         );
+    let mesos_scheduler = warp::path!("api" / "v1" / "scheduler")
+        .and(warp::post())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(with())
+        .then(
+            |headers: warp::http::HeaderMap, body, ctx: HttpContext| async move {
+                match read_body(body).await {
+                    Ok(body) => {
+                        crate::mesos::scheduler(ctx.mesos.clone(), ctx.role.clone(), headers, body)
+                            .await
+                    }
+                    Err(r) => r,
+                }
+            },
+        );
     let page = warp::path::end()
         .and(warp::get())
         .and(warp::header::optional::<String>("if-none-match"))
@@ -392,6 +410,8 @@ pub(crate) fn routes(
         .or(task_logs)
         .unify()
         .or(tasks)
+        .unify()
+        .or(mesos_scheduler)
         .unify()
         .or(proxied)
         .unify()
