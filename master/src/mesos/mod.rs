@@ -109,8 +109,8 @@ fn refused(r: Refusal) -> Response {
     text(status, r.message)
 }
 
-/// The media types: JSON in, JSON out.
-fn check_media(headers: &HeaderMap) -> Result<(), Response> {
+/// The media types: JSON in, JSON out. `Some`: the refusal.
+fn check_media(headers: &HeaderMap) -> Option<Response> {
     let content_type = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -123,14 +123,14 @@ fn check_media(headers: &HeaderMap) -> Result<(), Response> {
         });
     match content_type.as_deref() {
         None => {
-            return Err(text(
+            return Some(text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Expecting 'Content-Type' to be present (application/json)",
             ));
         }
         Some("application/json") => {}
         Some(other) => {
-            return Err(text(
+            return Some(text(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "Content-Type {other} is not supported: Agora's scheduler API reads \
@@ -145,13 +145,13 @@ fn check_media(headers: &HeaderMap) -> Result<(), Response> {
             t == "application/json" || t == "application/*" || t == "*/*" || t.is_empty()
         });
         if !ok {
-            return Err(text(
+            return Some(text(
                 StatusCode::NOT_ACCEPTABLE,
                 format!("Agora's scheduler API answers application/json only, not {accept}"),
             ));
         }
     }
-    Ok(())
+    None
 }
 
 /// `POST /api/v1/scheduler`.
@@ -161,7 +161,7 @@ pub(crate) async fn scheduler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_media(&headers) {
+    if let Some(r) = check_media(&headers) {
         return r;
     }
     let call = match json::parse_call(&body) {
