@@ -52,6 +52,8 @@ pub(crate) struct HttpContext {
     /// Every master contending in ZooKeeper, the leader first (empty for
     /// a standalone master).
     pub masters: watch::Receiver<Vec<MasterInfo>>,
+    /// The Mesos scheduler API's subscriptions.
+    pub mesos: crate::mesos::MesosApi,
 }
 
 /// How often the summary streamed to the UI is refreshed while someone
@@ -177,7 +179,7 @@ fn standby_state(ctx: &HttpContext, not: &NotLeading) -> serde_json::Value {
 }
 
 /// `307` to the leader, or `503` while nobody leads.
-fn redirect(not: &NotLeading, path: &str, query: Option<&str>) -> Response {
+pub(crate) fn redirect(not: &NotLeading, path: &str, query: Option<&str>) -> Response {
     match &not.leader {
         Some(leader) => {
             let location = match query {
@@ -378,6 +380,22 @@ pub(crate) fn routes(
                 Ok::<_, Rejection>(proxy_to_framework(ctx, key, mount, rest, query, req).await)
             },
         );
+    let mesos_scheduler = warp::path!("api" / "v1" / "scheduler")
+        .and(warp::post())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and(with())
+        .then(
+            |headers: warp::http::HeaderMap, body, ctx: HttpContext| async move {
+                match read_body(body).await {
+                    Ok(body) => {
+                        crate::mesos::scheduler(ctx.mesos.clone(), ctx.role.clone(), headers, body)
+                            .await
+                    }
+                    Err(r) => r,
+                }
+            },
+        );
     let page = warp::path::end()
         .and(warp::get())
         .and(warp::header::optional::<String>("if-none-match"))
@@ -411,6 +429,8 @@ pub(crate) fn routes(
         .or(task_logs)
         .unify()
         .or(tasks)
+        .unify()
+        .or(mesos_scheduler)
         .unify()
         .or(proxied)
         .unify()

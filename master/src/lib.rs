@@ -15,6 +15,7 @@ mod error;
 mod grpc;
 mod http;
 mod leadership;
+mod mesos;
 mod metrics;
 mod proxy;
 pub mod registrar;
@@ -317,9 +318,11 @@ pub async fn start(
     let address = format!("{hostname}:{}", addr.port());
     let (role_tx, role_rx) = watch::channel(Role::Standby { leader: None });
 
+    // Connection ids: one space for gRPC streams and Mesos API subscriptions.
+    let next_conn = Arc::new(AtomicU64::new(1));
     let services = grpc::Services {
         role: role_rx.clone(),
-        next_conn: Arc::new(AtomicU64::new(1)),
+        next_conn: next_conn.clone(),
         shutdown: shutdown.clone(),
     };
     let grpc_routes = tonic::service::Routes::new(
@@ -346,6 +349,7 @@ pub async fn start(
             .as_ref()
             .map(|d| d.members())
             .unwrap_or_else(|| watch::channel(Vec::new()).1),
+        mesos: mesos::MesosApi::new(next_conn),
     };
     let feed = tokio::spawn(http::run_summary_feed(http_context.clone()));
     let http_routes = http::routes(http_context);
