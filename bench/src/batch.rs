@@ -223,7 +223,7 @@ pub async fn run(args: &LatenessArgs) -> anyhow::Result<LatenessReport> {
     while let Some(r) = creates.next().await {
         r?;
         done += 1;
-        if done % 1000 == 0 {
+        if done.is_multiple_of(1000) {
             eprintln!("{done} jobs created");
         }
         anyhow::ensure!(Instant::now() < until, "timed out creating the jobs");

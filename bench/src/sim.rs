@@ -91,9 +91,13 @@ pub struct SimConfig {
     pub on_launch: Option<LaunchHook>,
 }
 
-/// A function called as each task reaches its simulated agent.
+/// A function called as each task reaches its simulated agent, with its
+/// framework id and task id.
+pub type LaunchFn = dyn Fn(&str, &str) + Send + Sync;
+
+/// A [`LaunchFn`] in a [`SimConfig`].
 #[derive(Clone)]
-pub struct LaunchHook(pub Arc<dyn Fn(&str, &str) + Send + Sync>);
+pub struct LaunchHook(pub Arc<LaunchFn>);
 
 impl std::fmt::Debug for LaunchHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
