@@ -98,17 +98,18 @@ impl FailoverReport {
     }
 }
 
-/// A private ZooKeeper server, killed when dropped.
-struct ZkServer {
+/// A private ZooKeeper server, killed when dropped (also for
+/// `agora bench batch-chaos`).
+pub(crate) struct ZkServer {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl ZkServer {
     const CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar";
 
-    async fn start() -> anyhow::Result<ZkServer> {
+    pub(crate) async fn start() -> anyhow::Result<ZkServer> {
         anyhow::ensure!(
             std::path::Path::new("/usr/share/java/zookeeper.jar").exists(),
             "ZooKeeper is not installed: `apt-get install -y --no-install-recommends zookeeper`, \

@@ -5,6 +5,11 @@
 //! Benchmarks never decide whether a test passes; they measure.
 //!
 //! * [`allocator`]: the master's allocation cycle on a large cluster in memory.
+//! * [`batch`]: how late the batch framework starts cron runs (10,000 jobs
+//!   every minute on 1,000 simulated agents).
+//! * [`batch_chaos`]: a Jepsen-style checker of the batch framework's
+//!   schedules on a real cluster of processes while leaders and agents are
+//!   killed at random.
 //! * [`docker`]: containers started through a master and a Docker agent,
 //!   beside the same number of `docker run -d` on the same daemon.
 //! * [`failover`]: SIGKILL of the leading master (three masters, ZooKeeper):
@@ -20,6 +25,8 @@
 //!   `agora bench agents`, to point at any master).
 
 pub mod allocator;
+pub mod batch;
+pub mod batch_chaos;
 pub mod browser;
 pub mod docker;
 pub mod failover;
@@ -92,6 +99,16 @@ pub enum BenchCommand {
     /// on 1,000 simulated agents, then lists 1,000 apps x 10 tasks
     /// (`GET /v2/apps?embed=apps.tasks`).
     Services(services::ServicesBenchArgs),
+    /// 10,000 cron jobs of the batch framework, each every minute, on 1,000
+    /// simulated agents for 5 minutes; measures how late each run's task
+    /// reaches its agent after its scheduled time, and counts missed and
+    /// duplicated runs.
+    BatchLateness(batch::LatenessArgs),
+    /// A Jepsen-style checker: cron jobs every few seconds on a real cluster
+    /// (ZooKeeper, masters, agents, two batch instances) while a seeded
+    /// random schedule SIGKILLs and restarts the batch leader, the master
+    /// leader and agents; reports scheduled times met, missed, duplicated.
+    BatchChaos(batch_chaos::ChaosArgs),
     /// Times the web UI's first render of the dashboard and of the apps list
     /// (1,000 apps, 10,000 tasks) in headless Chromium, through the
     /// Performance API.
@@ -114,6 +131,8 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Failover(args) => report(&failover::run(&args).await?.json()),
         BenchCommand::Health(args) => report(&health::run(&args).await?.json()),
         BenchCommand::Services(args) => report(&services::run(&args).await?.json()),
+        BenchCommand::BatchLateness(args) => report(&batch::run(&args).await?.json()),
+        BenchCommand::BatchChaos(args) => report(&batch_chaos::run(&args).await?.json()),
         BenchCommand::Ui(args) => report(&ui::run(&args).await?.json()),
     }
     Ok(())

@@ -85,6 +85,24 @@ pub struct SimConfig {
     pub reconnect_max: Duration,
     /// One connection attempt (TCP connect and the master's answer).
     pub connect_timeout: Duration,
+    /// Called with `(framework id, task id)` as each task reaches its agent
+    /// (repeated launches of a task the agent has included), for benchmarks
+    /// that time launches (`agora bench batch-lateness`).
+    pub on_launch: Option<LaunchHook>,
+}
+
+/// A function called as each task reaches its simulated agent, with its
+/// framework id and task id.
+pub type LaunchFn = dyn Fn(&str, &str) + Send + Sync;
+
+/// A [`LaunchFn`] in a [`SimConfig`].
+#[derive(Clone)]
+pub struct LaunchHook(pub Arc<LaunchFn>);
+
+impl std::fmt::Debug for LaunchHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LaunchHook")
+    }
 }
 
 impl SimConfig {
@@ -102,6 +120,7 @@ impl SimConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            on_launch: None,
         }
     }
 
@@ -694,8 +713,12 @@ impl SimAgent {
         let config = &self.shared.config;
         let (delay, duration) = (config.start_delay, config.task_duration);
         let mut launched = 0;
+        let hook = config.on_launch.clone();
         for launch in run.launches {
             let Some(task) = launch.task else { continue };
+            if let Some(hook) = &hook {
+                (hook.0)(&launch.framework_id, &task.task_id);
+            }
             let fw_tasks = self.tasks.entry(launch.framework_id.clone()).or_default();
             if fw_tasks.contains_key(&task.task_id) {
                 continue;

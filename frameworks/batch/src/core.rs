@@ -9,7 +9,7 @@
 //! a fresh one from the Store. Time comes in as a value ([`Now`]), so tests
 //! drive hours of schedules in microseconds.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use agora_coord::Expected;
@@ -142,6 +142,29 @@ impl Effects {
         self.changed_runs.push((job.to_string(), run.to_string()));
     }
 
+    /// Appends what a later step decided: the writes of both (each key
+    /// once, with the condition of its first write), every launch and
+    /// decline in order, and the later step's revive or suppress.
+    pub fn merge(&mut self, later: Effects) {
+        for (w, expected) in later.writes {
+            self.write(w, expected);
+        }
+        self.launches.extend(later.launches);
+        self.declines.extend(later.declines);
+        if later.revive {
+            self.revive = true;
+            self.suppress = false;
+        }
+        if later.suppress {
+            self.suppress = true;
+            self.revive = false;
+        }
+        self.changed_runs.extend(later.changed_runs);
+        self.job_events.extend(later.job_events);
+        self.lateness.extend(later.lateness);
+        self.ended.extend(later.ended);
+    }
+
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()
@@ -267,7 +290,24 @@ pub struct Core {
     suppressed: bool,
     /// Why waiting runs found no offer (`job/run` -> the matcher's reason).
     waiting: HashMap<String, String>,
+    /// Indexes, so that a step costs what it touches rather than every job
+    /// and run (10,000 jobs firing every minute): each enabled schedule's
+    /// next time to act, `(when, job, schedule)` ...
+    fires: BTreeSet<(Timestamp, String, String)>,
+    /// ... and the entries of each job in it;
+    fire_at: HashMap<String, Vec<(String, Timestamp)>>,
+    /// runs not ended, `(job, run)`;
+    active: BTreeSet<(String, String)>,
+    /// runs ended whose dependents have not been told;
+    unnotified: BTreeSet<(String, String)>,
+    /// jobs with runs ended since their history was last pruned;
+    prune_pending: BTreeSet<String>,
+    /// and when every job's history was last pruned by age.
+    last_sweep: Option<Timestamp>,
 }
+
+/// How often every job's history is checked for runs past the age limit.
+const SWEEP_EVERY: SignedDuration = SignedDuration::from_secs(60);
 
 impl Core {
     /// A core for what the Store holds. Records that cannot be used
@@ -287,6 +327,12 @@ impl Core {
             subscribed: false,
             suppressed: false,
             waiting: HashMap::new(),
+            fires: BTreeSet::new(),
+            fire_at: HashMap::new(),
+            active: BTreeSet::new(),
+            unnotified: BTreeSet::new(),
+            prune_pending: BTreeSet::new(),
+            last_sweep: None,
         };
         for record in jobs {
             let id = record.spec.id.clone();
@@ -312,9 +358,87 @@ impl Core {
                 let agent = Some(t.agent_id.clone()).filter(|a| !a.is_empty());
                 core.tracker.expect(&t.id, agent);
             }
-            j.runs.insert(run.id.clone(), run);
+            let (job, id) = (run.job_id.clone(), run.id.clone());
+            j.runs.insert(id.clone(), run);
+            core.sync_run(&job, &id);
+        }
+        let ids: Vec<String> = core.jobs.keys().cloned().collect();
+        for id in ids {
+            core.index_job(&id);
+            core.prune_pending.insert(id);
         }
         core
+    }
+
+    /// Puts a job's enabled schedules in the index of times to act, at
+    /// the next time after their cursor (at once without a cursor: the
+    /// next tick gives them one). Call after any change of the job's
+    /// schedules or cursors, or its removal.
+    fn index_job(&mut self, id: &str) {
+        if let Some(old) = self.fire_at.remove(id) {
+            for (sid, t) in old {
+                self.fires.remove(&(t, id.to_string(), sid));
+            }
+        }
+        let Some(j) = self.jobs.get(id) else {
+            return;
+        };
+        let entries: Vec<(String, Timestamp)> = j
+            .record
+            .schedules
+            .iter()
+            .filter(|s| s.enabled)
+            .filter_map(|s| {
+                let t = match j.cursors.get(&s.id) {
+                    None => Some(Timestamp::MIN),
+                    Some(c) => j.crons.get(&s.id)?.next_after(*c),
+                };
+                Some((s.id.clone(), t?))
+            })
+            .collect();
+        for (sid, t) in &entries {
+            self.fires.insert((*t, id.to_string(), sid.clone()));
+        }
+        if !entries.is_empty() {
+            self.fire_at.insert(id.to_string(), entries);
+        }
+    }
+
+    /// Brings the run indexes up to date with a run that was created,
+    /// changed or removed.
+    fn sync_run(&mut self, job: &str, run: &str) {
+        let key = (job.to_string(), run.to_string());
+        let r = self.jobs.get(job).and_then(|j| j.runs.get(run));
+        match r {
+            Some(r) if r.status.is_active() => {
+                self.unnotified.remove(&key);
+                self.active.insert(key);
+            }
+            Some(r) => {
+                self.active.remove(&key);
+                if r.dependents_notified {
+                    self.unnotified.remove(&key);
+                    self.prune_pending.insert(key.0);
+                } else {
+                    self.unnotified.insert(key);
+                }
+            }
+            None => {
+                self.active.remove(&key);
+                self.unnotified.remove(&key);
+            }
+        }
+    }
+
+    /// Runs not ended, over every job.
+    pub fn active_run_count(&self) -> usize {
+        self.active.len()
+    }
+
+    /// The run of an index entry.
+    fn indexed(&self, (job, run): &(String, String)) -> Option<(&JobState, &Run)> {
+        let j = self.jobs.get(job)?;
+        Some((j, j.runs.get(run)?))
     }
 
     pub fn config(&self) -> &CoreConfig {
@@ -348,32 +472,30 @@ impl Core {
     }
 
     /// When [`Core::tick`] has something to do next, at the latest.
-    pub fn next_wakeup(&self, now: Now) -> Option<Timestamp> {
+    pub fn next_wakeup(&self, _now: Now) -> Option<Timestamp> {
         let mut next: Option<Timestamp> = None;
         let mut at = |t: Timestamp| next = Some(next.map_or(t, |n| n.min(t)));
-        for j in self.jobs.values() {
-            for s in j.record.schedules.iter().filter(|s| s.enabled) {
-                let cursor = j.cursors.get(&s.id).copied().unwrap_or(now.wall);
-                if let Some(t) = j.crons.get(&s.id).and_then(|c| c.next_after(cursor)) {
+        if let Some((t, _, _)) = self.fires.first() {
+            at(*t);
+        }
+        for key in &self.active {
+            let Some((j, r)) = self.indexed(key) else {
+                continue;
+            };
+            if r.status == RunStatus::Initial {
+                if r.started_at.is_none() {
+                    at(r.launch_by);
+                }
+                if let Some(t) = r.next_attempt_at {
                     at(t);
                 }
             }
-            for r in j.active_runs() {
-                if r.status == RunStatus::Initial {
-                    if r.started_at.is_none() {
-                        at(r.launch_by);
-                    }
-                    if let Some(t) = r.next_attempt_at {
-                        at(t);
-                    }
-                }
-                if let (Some(started), Some(d)) = (
-                    r.started_at,
-                    j.record.spec.run.restart.active_deadline_seconds,
-                ) && r.stopping.is_none()
-                {
-                    at(started + SignedDuration::from_secs(d as i64));
-                }
+            if let (Some(started), Some(d)) = (
+                r.started_at,
+                j.record.spec.run.restart.active_deadline_seconds,
+            ) && r.stopping.is_none()
+            {
+                at(started + SignedDuration::from_secs(d as i64));
             }
         }
         next
@@ -387,7 +509,7 @@ impl Core {
         // The master may still hold the framework suppressed by an earlier
         // instance or session: say what is wanted, either way.
         let mut fx = Effects::default();
-        if self.launchable(now).is_empty() {
+        if !self.any_launchable(now) {
             self.suppressed = true;
             fx.suppress = true;
         } else {
@@ -404,15 +526,34 @@ impl Core {
     /// Schedules, deadlines, dependencies, history.
     pub fn tick(&mut self, now: Now) -> Effects {
         let mut fx = Effects::default();
-        let ids: Vec<String> = self.jobs.keys().cloned().collect();
-        for id in &ids {
+        // Only the schedules whose time has come, and the jobs with runs
+        // not ended or just ended, are looked at.
+        let due: BTreeSet<String> = self
+            .fires
+            .iter()
+            .take_while(|(t, _, _)| *t <= now.wall)
+            .map(|(_, job, _)| job.clone())
+            .collect();
+        for id in &due {
             self.fire_schedules(id, now, &mut fx);
         }
-        for id in &ids {
+        let mut with_active: Vec<String> = self.active.iter().map(|(j, _)| j.clone()).collect();
+        with_active.dedup();
+        for id in &with_active {
             self.check_deadlines(id, now, &mut fx);
         }
         self.propagate(now, &mut fx);
-        for id in &ids {
+        let sweep = self.last_sweep.is_none_or(|t| now.wall >= t + SWEEP_EVERY);
+        let prune: Vec<String> = if sweep {
+            self.last_sweep = Some(now.wall);
+            self.prune_pending.clear();
+            self.jobs.keys().cloned().collect()
+        } else {
+            std::mem::take(&mut self.prune_pending)
+                .into_iter()
+                .collect()
+        };
+        for id in &prune {
             self.prune(id, now, &mut fx);
         }
         self.want_offers(now, &mut fx);
@@ -491,6 +632,7 @@ impl Core {
                 Write::Cursor(job.to_string(), schedule.to_string()),
                 Expected::Any,
             );
+            self.index_job(job);
         }
     }
 
@@ -527,6 +669,7 @@ impl Core {
         j.runs.insert(id.clone(), run);
         fx.run_changed(job, &id, true);
         fx.ended.push(status);
+        self.sync_run(job, &id);
     }
 
     /// A schedule's time has come: a run, unless the concurrency policy
@@ -601,6 +744,7 @@ impl Core {
         if let Some(j) = self.jobs.get_mut(&job) {
             j.runs.insert(id.clone(), run);
             fx.run_changed(&job, &id, true);
+            self.sync_run(&job, &id);
         }
     }
 
@@ -629,6 +773,7 @@ impl Core {
             fx.ended.push(r.status);
         }
         fx.run_changed(job, run, false);
+        self.sync_run(job, run);
         if let Some(task) = task {
             self.tracker.kill(&task, now.mono);
         }
@@ -693,6 +838,7 @@ impl Core {
                 fx.ended.push(r.status);
                 fx.run_changed(id, &run, false);
                 self.waiting.remove(&format!("{id}/{run}"));
+                self.sync_run(id, &run);
             }
         }
         for (run, reason) in overran {
@@ -703,19 +849,36 @@ impl Core {
     /// Runs that ended start (or skip) the runs of the jobs that depend on
     /// theirs.
     fn propagate(&mut self, now: Now, fx: &mut Effects) {
-        let deps = self.dependencies();
-        let mut ended: Vec<(String, String)> = Vec::new();
-        for (id, j) in &self.jobs {
-            for r in j.runs.values() {
-                if r.status.is_terminal() && !r.dependents_notified {
-                    ended.push((id.clone(), r.id.clone()));
-                }
+        if self.unnotified.is_empty() {
+            return;
+        }
+        // Only jobs with dependencies matter here, and who depends on whom
+        // is looked up once per step rather than once per ended run.
+        let deps: graph::Dependencies = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| !j.record.spec.dependencies.is_empty())
+            .map(|(id, j)| {
+                let ds = j.record.spec.dependencies.iter().map(|d| d.id.clone());
+                (id.clone(), ds.collect())
+            })
+            .collect();
+        let mut dependents_of: HashMap<&str, Vec<String>> = HashMap::new();
+        for (j, ds) in &deps {
+            for d in ds {
+                dependents_of.entry(d.as_str()).or_default().push(j.clone());
             }
         }
+        let ended: Vec<(String, String)> = self.unnotified.iter().cloned().collect();
         for (job, run_id) in ended {
+            if self.indexed(&(job.clone(), run_id.clone())).is_none() {
+                self.unnotified.remove(&(job, run_id));
+                continue;
+            }
             let completed = self.jobs[&job].runs[&run_id].completed_at;
             let scheduled_at = self.jobs[&job].runs[&run_id].scheduled_at;
-            for dependent in graph::dependents(&deps, &job) {
+            let dependents = dependents_of.get(job.as_str()).cloned().unwrap_or_default();
+            for dependent in dependents {
                 let Some(d) = self.jobs.get(&dependent) else {
                     continue;
                 };
@@ -774,6 +937,7 @@ impl Core {
                 r.dependents_notified = true;
                 fx.run_changed(&job, &run_id, false);
             }
+            self.sync_run(&job, &run_id);
         }
     }
 
@@ -818,32 +982,49 @@ impl Core {
             .map(|(_, (_, id))| (*id).clone())
             .collect();
         let j = self.jobs.get_mut(id).expect("checked above");
+        for run in &remove {
+            j.runs.remove(run);
+            fx.write(Write::Delete(layout::run_key(id, run)), Expected::Any);
+        }
         for run in remove {
-            j.runs.remove(&run);
-            fx.write(Write::Delete(layout::run_key(id, &run)), Expected::Any);
+            self.sync_run(id, &run);
         }
     }
 
     /// Runs that may launch now, oldest scheduled time first.
     fn launchable(&self, now: Now) -> Vec<(String, String)> {
-        let mut ready: Vec<(&Timestamp, String, String)> = Vec::new();
-        for (id, j) in &self.jobs {
-            for r in j.active_runs() {
-                if r.status == RunStatus::Initial
-                    && r.stopping.is_none()
-                    && r.next_attempt_at.is_none_or(|t| t <= now.wall)
-                    && (r.started_at.is_some() || r.launch_by >= now.wall)
-                {
-                    ready.push((&r.scheduled_at, id.clone(), r.id.clone()));
-                }
-            }
-        }
+        let mut ready: Vec<(&Timestamp, &String, &String)> = self
+            .active
+            .iter()
+            .filter_map(|key| {
+                let (_, r) = self.indexed(key)?;
+                Self::may_launch(r, now).then_some((&r.scheduled_at, &key.0, &key.1))
+            })
+            .collect();
         ready.sort();
-        ready.into_iter().map(|(_, j, r)| (j, r)).collect()
+        ready
+            .into_iter()
+            .map(|(_, j, r)| (j.clone(), r.clone()))
+            .collect()
+    }
+
+    fn may_launch(r: &Run, now: Now) -> bool {
+        r.status == RunStatus::Initial
+            && r.stopping.is_none()
+            && r.next_attempt_at.is_none_or(|t| t <= now.wall)
+            && (r.started_at.is_some() || r.launch_by >= now.wall)
+    }
+
+    /// Whether a run may launch now.
+    fn any_launchable(&self, now: Now) -> bool {
+        self.active.iter().any(|key| {
+            self.indexed(key)
+                .is_some_and(|(_, r)| Self::may_launch(r, now))
+        })
     }
 
     fn want_offers(&mut self, now: Now, fx: &mut Effects) {
-        let want = !self.launchable(now).is_empty();
+        let want = self.any_launchable(now);
         if want && self.suppressed {
             self.suppressed = false;
             fx.revive = true;
@@ -922,6 +1103,7 @@ impl Core {
                 self.tracker.expect(&task_id, Some(p.agent_id.clone()));
                 self.waiting.remove(&p.key);
                 fx.run_changed(job, run_id, false);
+                // Still active (STARTING): the indexes need no change.
             }
             if tasks.is_empty() {
                 fx.declines.extend(offer_ids);
@@ -1028,6 +1210,7 @@ impl Core {
             }
             Err(e) => tracing::debug!("{e}"),
         }
+        self.sync_run(&job, &run_id);
     }
 
     /// An API command.
@@ -1204,6 +1387,7 @@ impl Core {
         for sid in reset {
             self.set_cursor(id, &sid, now.wall, fx);
         }
+        self.index_job(id);
         Ok(())
     }
 
@@ -1238,7 +1422,10 @@ impl Core {
         let j = self.jobs.remove(id).expect("checked above");
         for run in j.runs.keys() {
             fx.write(Write::Delete(layout::run_key(id, run)), Expected::Any);
+            self.sync_run(id, run);
         }
+        self.index_job(id);
+        self.prune_pending.remove(id);
         for sid in j.cursors.keys() {
             fx.write(Write::Delete(layout::cursor_key(id, sid)), Expected::Any);
         }

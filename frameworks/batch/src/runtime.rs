@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::api::{self, ApiState};
-use crate::core::{Answer, Command, Core, CoreConfig, Effects, Now, Refusal};
+use crate::core::{Answer, Command, Core, CoreConfig, Effects, Now, Refusal, Write};
 use crate::error::BatchError;
 use crate::layout::{self, Cursor, JobRecord};
 use crate::metrics::Metrics;
@@ -275,6 +275,9 @@ struct Ctx {
     framework_id: Arc<RwLock<Option<String>>>,
 }
 
+/// Job buckets read at once when a term starts.
+const LOAD_CONCURRENCY: usize = 64;
+
 /// Loads what the Store holds.
 async fn load(store: &FrameworkStore, config: &CoreConfig, now: Now) -> Result<Core, BatchError> {
     let started = Instant::now();
@@ -293,16 +296,22 @@ async fn load(store: &FrameworkStore, config: &CoreConfig, now: Now) -> Result<C
             Some((j.to_string(), s.to_string(), v.value))
         })
         .collect();
+    // One bucket per job: read many at once (with ZooKeeper each is a
+    // round trip, and 10,000 of them one after another take seconds).
     let mut runs: Vec<Run> = Vec::new();
-    for job in &jobs {
-        let prefix = layout::runs_prefix(&job.spec.id);
-        runs.extend(
-            store
-                .load_prefix::<Run>(&prefix)
-                .await?
-                .into_iter()
-                .map(|(_, v)| v.value),
-        );
+    let mut prefixes = jobs.iter().map(|j| layout::runs_prefix(&j.spec.id));
+    let mut loads = tokio::task::JoinSet::new();
+    loop {
+        while loads.len() < LOAD_CONCURRENCY {
+            let Some(prefix) = prefixes.next() else { break };
+            let store = store.clone();
+            loads.spawn(async move { store.load_prefix::<Run>(&prefix).await });
+        }
+        let Some(loaded) = loads.join_next().await else {
+            break;
+        };
+        let loaded = loaded.map_err(|e| BatchError::Stopped(format!("loading runs: {e}")))?;
+        runs.extend(loaded?.into_iter().map(|(_, v)| v.value));
     }
     tracing::info!(
         jobs = jobs.len(),
@@ -345,7 +354,9 @@ async fn run_term(
                 _ = term.lost() => return Ok(()),
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = tokio::time::sleep_until(wake) => {
+                    let started = Instant::now();
                     let fx = core.tick(Now::read());
+                    tracing::trace!(ms = started.elapsed().as_secs_f64() * 1e3, "tick decided");
                     actor.apply(&mut core, fx, None).await?;
                 }
                 Some(req) = requests.recv() => match req {
@@ -369,7 +380,25 @@ async fn run_term(
                     let Some(event) = event else {
                         return Err(BatchError::Stopped("the scheduler driver stopped".into()));
                     };
-                    actor.on_event(&mut core, event).await?;
+                    // Every event already waiting is decided with it, and
+                    // their writes go to the Store in one commit (one fsync
+                    // for many task updates, not one each).
+                    let started = Instant::now();
+                    let mut step = Step::default();
+                    actor.on_event(&mut core, event, &mut step)?;
+                    let mut more = 0;
+                    while more < MAX_EVENTS_PER_STEP {
+                        let Ok(event) = events.try_recv() else { break };
+                        actor.on_event(&mut core, event, &mut step)?;
+                        more += 1;
+                    }
+                    tracing::trace!(
+                        events = more + 1,
+                        ms = started.elapsed().as_secs_f64() * 1e3,
+                        "events decided"
+                    );
+                    let acks = (!step.acks.is_empty()).then_some(step.acks.as_slice());
+                    actor.apply(&mut core, step.fx, acks).await?;
                 }
             }
         }
@@ -396,6 +425,51 @@ fn next_wake(core: &mut Core, scheduler: &Scheduler) -> tokio::time::Instant {
     tokio::time::Instant::from_std(wake)
 }
 
+/// Adds a write to `batch`, its value serialized straight from the core
+/// (a value gone since is deleted).
+fn put(
+    core: &Core,
+    batch: &mut agora_framework_kit::store::Batch,
+    w: &Write,
+    expected: Expected,
+) -> Result<(), BatchError> {
+    let key = w.key();
+    let done = match w {
+        Write::Job(j) => core
+            .jobs
+            .get(j)
+            .map(|j| batch.put(&key, &j.record, expected).map(|_| ())),
+        Write::Cursor(j, s) => core.jobs.get(j).and_then(|j| j.cursors.get(s)).map(|c| {
+            let cursor = Cursor { handled_until: *c };
+            batch.put(&key, &cursor, expected).map(|_| ())
+        }),
+        Write::Run(j, r) => core
+            .jobs
+            .get(j)
+            .and_then(|j| j.runs.get(r))
+            .map(|r| batch.put(&key, r, expected).map(|_| ())),
+        Write::Delete(_) => None,
+    };
+    match done {
+        Some(result) => Ok(result?),
+        None => {
+            batch.delete(&key, Expected::Any);
+            Ok(())
+        }
+    }
+}
+
+/// Events decided together before their writes are committed.
+const MAX_EVENTS_PER_STEP: usize = 256;
+
+/// What events decided, to be executed together.
+#[derive(Default)]
+struct Step {
+    fx: Effects,
+    /// Task updates to acknowledge once the writes are durable.
+    acks: Vec<agora_proto::v1::TaskStatus>,
+}
+
 struct Actor<'a> {
     ctx: &'a Ctx,
     store: FrameworkStore,
@@ -403,22 +477,26 @@ struct Actor<'a> {
 }
 
 impl Actor<'_> {
-    async fn on_event(&mut self, core: &mut Core, event: Event) -> Result<(), BatchError> {
+    /// Decides `event` into `step` (executed by [`Actor::apply`]).
+    fn on_event(
+        &mut self,
+        core: &mut Core,
+        event: Event,
+        step: &mut Step,
+    ) -> Result<(), BatchError> {
         match event {
             Event::Subscribed { framework_id, .. } => {
                 tracing::info!(%framework_id, "subscribed");
                 *self.ctx.framework_id.write() = Some(framework_id);
-                let fx = core.on_subscribed(Now::read());
-                self.apply(core, fx, None).await?;
+                step.fx.merge(core.on_subscribed(Now::read()));
             }
             Event::Offers(offers) => {
-                let fx = core.on_offers(&offers, Now::read());
-                self.apply(core, fx, None).await?;
+                step.fx.merge(core.on_offers(&offers, Now::read()));
             }
             Event::Rescind(_) => {}
             Event::Updates(statuses) => {
-                let fx = core.on_updates(&statuses, Now::read());
-                self.apply(core, fx, Some(&statuses)).await?;
+                step.fx.merge(core.on_updates(&statuses, Now::read()));
+                step.acks.extend(statuses);
             }
             Event::Failure { agent_id } => {
                 tracing::info!(%agent_id, "agent failure reported");
@@ -443,24 +521,31 @@ impl Actor<'_> {
         fx: Effects,
         acks: Option<&[agora_proto::v1::TaskStatus]>,
     ) -> Result<(), BatchError> {
+        // Asking for offers launches nothing: it goes first, so the master
+        // allocates while the runs that want them are written.
+        if fx.revive {
+            let _ = self.scheduler.revive(Vec::new());
+        }
         if !fx.writes.is_empty() {
+            let started = Instant::now();
             let mut batch = self.store.batch();
             for (w, expected) in &fx.writes {
-                match core.value_of(w) {
-                    Some(value) => {
-                        batch.put(&w.key(), &value, *expected)?;
-                    }
-                    None => {
-                        batch.delete(&w.key(), Expected::Any);
-                    }
-                }
+                put(core, &mut batch, w, *expected)?;
             }
+            let encoded = started.elapsed();
             let n = fx.writes.len();
             if let Err(e) = batch.commit().await {
                 self.ctx.metrics.store_failures.inc();
                 return Err(e.into());
             }
             self.ctx.metrics.store_writes.inc_by(n as u64);
+            tracing::debug!(
+                writes = n,
+                launches = fx.launches.iter().map(|(_, t)| t.len()).sum::<usize>(),
+                encode_ms = encoded.as_secs_f64() * 1e3,
+                commit_ms = (started.elapsed() - encoded).as_secs_f64() * 1e3,
+                "step written"
+            );
         }
         for (offer_ids, tasks) in fx.launches {
             if let Err(e) = self.scheduler.accept(offer_ids, tasks, None) {
@@ -471,9 +556,6 @@ impl Actor<'_> {
         }
         if !fx.declines.is_empty() {
             let _ = self.scheduler.decline(fx.declines, Some(5.0));
-        }
-        if fx.revive {
-            let _ = self.scheduler.revive(Vec::new());
         }
         if fx.suppress {
             let _ = self.scheduler.suppress(Vec::new());
@@ -490,12 +572,7 @@ impl Actor<'_> {
             m.runs_ended(*status);
         }
         m.jobs.set(core.jobs.len() as i64);
-        m.active_runs.set(
-            core.jobs
-                .values()
-                .map(|j| j.active_runs().count())
-                .sum::<usize>() as i64,
-        );
+        m.active_runs.set(core.active_run_count() as i64);
         if self.ctx.events.subscribers() > 0 {
             for (kind, job) in &fx.job_events {
                 let data = match core.jobs.get(job) {

@@ -356,6 +356,30 @@ fn large_cycles_cost_linear_work() {
     assert!(r.stats.fit_checks <= budget, "{:?}", r.stats);
 }
 
+/// The batch framework's figure: 10,000 requests of as many groups (one
+/// cron job each) without constraints against 1,000 offers share one
+/// cursor, so the work stays linear too.
+#[test]
+fn many_groups_without_constraints_cost_linear_work() {
+    let offers: Vec<v1::Offer> = (0..1000)
+        .map(|i| {
+            offer(
+                &format!("o{i}"),
+                &format!("a{i}"),
+                "*",
+                "cpus:4;mem:4096",
+                "",
+            )
+        })
+        .collect();
+    let requests: Vec<TaskRequest> = (0..10_000)
+        .map(|i| req(&format!("t{i}"), &format!("job-{i}"), "cpus:0.1;mem:32"))
+        .collect();
+    let r = match_offers(&offers, &requests, &PlacedIndex::new());
+    assert_eq!(where_(&r).len(), 10_000);
+    assert!(r.stats.fit_checks <= 3 * (10_000 + 1000), "{:?}", r.stats);
+}
+
 // ---------------------------------------------------------------------------
 // Property tests: the fast matcher decides exactly as a plain first fit.
 // ---------------------------------------------------------------------------
