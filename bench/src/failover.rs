@@ -98,17 +98,19 @@ impl FailoverReport {
     }
 }
 
-/// A private ZooKeeper server, killed when dropped.
-struct ZkServer {
+/// A private ZooKeeper server, killed when dropped. A 1 GB heap: the
+/// services bench writes megabytes of instance records a second, and the
+/// server keeps its last 500 proposals in memory.
+pub(crate) struct ZkServer {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl ZkServer {
     const CLASSPATH: &str = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar";
 
-    async fn start() -> anyhow::Result<ZkServer> {
+    pub(crate) async fn start() -> anyhow::Result<ZkServer> {
         anyhow::ensure!(
             std::path::Path::new("/usr/share/java/zookeeper.jar").exists(),
             "ZooKeeper is not installed: `apt-get install -y --no-install-recommends zookeeper`, \
@@ -131,7 +133,7 @@ impl ZkServer {
         )?;
         let log = std::fs::File::create(dir.path().join("zookeeper.log"))?;
         let child = std::process::Command::new("java")
-            .args(["-Xmx256m", "-XX:+UseSerialGC", "-cp", Self::CLASSPATH])
+            .args(["-Xmx1g", "-XX:+UseSerialGC", "-cp", Self::CLASSPATH])
             .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
             .arg(&cfg)
             .stdin(Stdio::null())

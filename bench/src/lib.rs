@@ -14,7 +14,10 @@
 //! * [`launch`]: a real master, simulated agents and a framework launching
 //!   tasks as fast as offers allow.
 //! * [`services`]: the services framework scaling one app to 10,000
-//!   instances, and listing 1,000 apps with their tasks.
+//!   instances (embedded store and ZooKeeper), a rolling restart, and
+//!   listing 1,000 apps with their tasks.
+//! * [`services_failover`]: SIGKILL of the leading services framework
+//!   (two `agora services` processes, ZooKeeper) running 10,000 instances.
 //! * [`ui`]: the web UI's first render of a large cluster, in headless Chromium.
 //! * [`sim`]: simulated agents over real gRPC sessions, as a library (also
 //!   `agora bench agents`, to point at any master).
@@ -27,6 +30,7 @@ pub mod health;
 pub mod launch;
 mod process;
 pub mod services;
+pub mod services_failover;
 pub mod sim;
 pub mod ui;
 
@@ -89,9 +93,15 @@ pub enum BenchCommand {
     /// use and how late the checks start.
     Health(health::HealthArgs),
     /// Scales one app of the services framework from 0 to 10,000 instances
-    /// on 1,000 simulated agents, then lists 1,000 apps x 10 tasks
+    /// on 1,000 simulated agents (embedded store and ZooKeeper), restarts
+    /// 1,000 instances (rolling), then lists 1,000 apps x 10 tasks
     /// (`GET /v2/apps?embed=apps.tasks`).
     Services(services::ServicesBenchArgs),
+    /// Two `agora services` processes (ZooKeeper) with 10,000 instances on
+    /// 1,000 simulated agents: SIGKILL of the leader; measures the time
+    /// until the standby serves every instance, and counts the instances
+    /// relaunched (0 is the goal).
+    ServicesFailover(services_failover::ServicesFailoverArgs),
     /// Times the web UI's first render of the dashboard and of the apps list
     /// (1,000 apps, 10,000 tasks) in headless Chromium, through the
     /// Performance API.
@@ -114,6 +124,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Failover(args) => report(&failover::run(&args).await?.json()),
         BenchCommand::Health(args) => report(&health::run(&args).await?.json()),
         BenchCommand::Services(args) => report(&services::run(&args).await?.json()),
+        BenchCommand::ServicesFailover(args) => {
+            report(&services_failover::run(&args).await?.json())
+        }
         BenchCommand::Ui(args) => report(&ui::run(&args).await?.json()),
     }
     Ok(())
