@@ -296,11 +296,6 @@ async fn measure(
         }
     })
     .await?;
-    let standby = addresses
-        .iter()
-        .find(|a| **a != leader)
-        .cloned()
-        .expect("two processes");
     poll("the leader to serve", until, || async {
         get(http, &leader, "/v2/apps").await
     })
@@ -333,6 +328,20 @@ async fn measure(
             .then_some(())
     })
     .await?;
+    // The leader now (a busy machine may have moved it meanwhile).
+    let leader = poll("a leading services instance", until, || {
+        let addresses = addresses.clone();
+        async move {
+            let l = leader_of(http, &addresses[0]).await?;
+            addresses.contains(&l).then_some(l)
+        }
+    })
+    .await?;
+    let standby = addresses
+        .iter()
+        .find(|a| **a != leader)
+        .cloned()
+        .expect("two processes");
     eprintln!(
         "{n} instances running in {:.3} s; killing the leader {leader}",
         started.elapsed().as_secs_f64()
