@@ -99,7 +99,9 @@ impl FailoverReport {
 }
 
 /// A private ZooKeeper server, killed when dropped (also for
-/// `agora bench batch-chaos`).
+/// `agora bench batch-chaos`). A 1 GB heap: the services bench writes
+/// megabytes of instance records a second, and the server keeps its last
+/// 500 proposals in memory.
 pub(crate) struct ZkServer {
     child: std::process::Child,
     pub(crate) port: u16,
@@ -132,7 +134,7 @@ impl ZkServer {
         )?;
         let log = std::fs::File::create(dir.path().join("zookeeper.log"))?;
         let child = std::process::Command::new("java")
-            .args(["-Xmx256m", "-XX:+UseSerialGC", "-cp", Self::CLASSPATH])
+            .args(["-Xmx1g", "-XX:+UseSerialGC", "-cp", Self::CLASSPATH])
             .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
             .arg(&cfg)
             .stdin(Stdio::null())

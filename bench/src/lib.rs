@@ -19,7 +19,10 @@
 //! * [`launch`]: a real master, simulated agents and a framework launching
 //!   tasks as fast as offers allow.
 //! * [`services`]: the services framework scaling one app to 10,000
-//!   instances, and listing 1,000 apps with their tasks.
+//!   instances (embedded store and ZooKeeper), a rolling restart, and
+//!   listing 1,000 apps with their tasks.
+//! * [`services_failover`]: SIGKILL of the leading services framework
+//!   (two `agora services` processes, ZooKeeper) running 10,000 instances.
 //! * [`ui`]: the web UI's first render of a large cluster, in headless Chromium.
 //! * [`sim`]: simulated agents over real gRPC sessions, as a library (also
 //!   `agora bench agents`, to point at any master).
@@ -34,6 +37,7 @@ pub mod health;
 pub mod launch;
 mod process;
 pub mod services;
+pub mod services_failover;
 pub mod sim;
 pub mod ui;
 
@@ -96,7 +100,8 @@ pub enum BenchCommand {
     /// use and how late the checks start.
     Health(health::HealthArgs),
     /// Scales one app of the services framework from 0 to 10,000 instances
-    /// on 1,000 simulated agents, then lists 1,000 apps x 10 tasks
+    /// on 1,000 simulated agents (embedded store and ZooKeeper), restarts
+    /// 1,000 instances (rolling), then lists 1,000 apps x 10 tasks
     /// (`GET /v2/apps?embed=apps.tasks`).
     Services(services::ServicesBenchArgs),
     /// 10,000 cron jobs of the batch framework, each every minute, on 1,000
@@ -109,6 +114,11 @@ pub enum BenchCommand {
     /// random schedule SIGKILLs and restarts the batch leader, the master
     /// leader and agents; reports scheduled times met, missed, duplicated.
     BatchChaos(batch_chaos::ChaosArgs),
+    /// Two `agora services` processes (ZooKeeper) with 10,000 instances on
+    /// 1,000 simulated agents: SIGKILL of the leader; measures the time
+    /// until the standby serves every instance, and counts the instances
+    /// relaunched (0 is the goal).
+    ServicesFailover(services_failover::ServicesFailoverArgs),
     /// Times the web UI's first render of the dashboard and of the apps list
     /// (1,000 apps, 10,000 tasks) in headless Chromium, through the
     /// Performance API.
@@ -133,6 +143,9 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Services(args) => report(&services::run(&args).await?.json()),
         BenchCommand::BatchLateness(args) => report(&batch::run(&args).await?.json()),
         BenchCommand::BatchChaos(args) => report(&batch_chaos::run(&args).await?.json()),
+        BenchCommand::ServicesFailover(args) => {
+            report(&services_failover::run(&args).await?.json())
+        }
         BenchCommand::Ui(args) => report(&ui::run(&args).await?.json()),
     }
     Ok(())

@@ -4,15 +4,17 @@
 //! 1. **Scale**: one app scaled from 0 to `--instances` on `--agents`
 //!    simulated agents (tasks run as soon as they launch). Measured from
 //!    the `PUT` being answered to every instance `TASK_RUNNING` as the API
-//!    shows it (`tasksRunning`); the store is a redb file (the embedded
-//!    store), or ZooKeeper with `--zk`.
+//!    shows it (`tasksRunning`), with each store `--stores` names: the
+//!    embedded store (a redb file) and ZooKeeper (a private server from
+//!    Debian's `zookeeper` package, or the ensemble given with `--zk`).
 //! 2. **Rolling restart**: an app of `--restart-instances` instances with
 //!    `minimumHealthCapacity` 0.9 (and `maximumOverCapacity` 0.1) restarted;
 //!    the time until the deployment is done, and the fewest instances
 //!    running (healthy) seen meanwhile, polling every 20 ms.
 //! 3. **List**: `--apps` apps of `--tasks-per-app` running instances each,
 //!    then `GET /v2/apps?embed=apps.tasks` `--requests` times one after
-//!    another: the latency of one answer, p50 / p99 / max.
+//!    another: the latency of one answer (request sent to the whole body
+//!    received; the client's JSON parsing is not counted), p50 / p99 / max.
 
 use std::time::Duration;
 
@@ -46,8 +48,14 @@ pub struct ServicesBenchArgs {
     /// `GET /v2/apps?embed=apps.tasks` requests to time.
     #[arg(long, env = "AGORA_REQUESTS", default_value = "200", value_parser = crate::at_least_one)]
     pub requests: usize,
-    /// Keep the framework's store in ZooKeeper (`zk://host:port/path`)
-    /// instead of a redb file.
+    /// The stores the scale-up is measured with: `embedded` (redb),
+    /// `zookeeper`, or `both`. The rolling restart and the list use the
+    /// first.
+    #[arg(long, env = "AGORA_STORES", default_value = "both", value_enum)]
+    pub stores: Stores,
+    /// A ZooKeeper ensemble for the ZooKeeper store (`zk://host:port,...`;
+    /// a fresh path is used under it). Default: a private server from
+    /// Debian's `zookeeper` package.
     #[arg(long, env = "AGORA_ZK")]
     pub zk: Option<String>,
     /// Give up after this long.
@@ -55,14 +63,50 @@ pub struct ServicesBenchArgs {
     pub timeout: Duration,
 }
 
+/// Which stores the scale-up runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stores {
+    Embedded,
+    Zookeeper,
+    Both,
+}
+
+impl Stores {
+    fn list(self) -> &'static [Store] {
+        match self {
+            Stores::Embedded => &[Store::Embedded],
+            Stores::Zookeeper => &[Store::Zookeeper],
+            Stores::Both => &[Store::Embedded, Store::Zookeeper],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Embedded,
+    Zookeeper,
+}
+
+/// One scale-up: how long 0 -> n instances took with one store.
+#[derive(Debug, Clone)]
+pub struct ScaleReport {
+    /// `redb` or `zookeeper`.
+    pub store: &'static str,
+    pub scale_s: f64,
+    pub instances_per_s: f64,
+    /// Store batches written and records in them, during the scale-up
+    /// (the services framework's `/metrics`).
+    pub store_batches: u64,
+    pub store_writes: u64,
+}
+
 /// What one run measured.
 #[derive(Debug, Clone)]
 pub struct ServicesReport {
     pub agents: usize,
-    pub store: &'static str,
     pub instances: usize,
-    pub scale_s: f64,
-    pub instances_per_s: f64,
+    /// One per store, in the order run.
+    pub scale: Vec<ScaleReport>,
     pub restart_instances: usize,
     pub restart_s: f64,
     pub restart_min_running: u64,
@@ -77,10 +121,14 @@ impl ServicesReport {
     pub fn json(&self) -> Value {
         json!({
             "agents": self.agents,
-            "store": self.store,
             "instances": self.instances,
-            "scale_s": round3(self.scale_s),
-            "instances_per_s": self.instances_per_s.round(),
+            "scale": self.scale.iter().map(|s| json!({
+                "store": s.store,
+                "scale_s": round3(s.scale_s),
+                "instances_per_s": s.instances_per_s.round(),
+                "store_batches": s.store_batches,
+                "store_writes": s.store_writes,
+            })).collect::<Vec<_>>(),
             "restart_instances": self.restart_instances,
             "restart_s": round3(self.restart_s),
             "restart_min_running": self.restart_min_running,
@@ -150,9 +198,156 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i]
 }
 
+/// A counter of the services framework's `/metrics` (0 when absent).
+async fn metric(api: &Api, name: &str) -> u64 {
+    let Ok(resp) = api.http.get(format!("{}/metrics", api.base)).send().await else {
+        return 0;
+    };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .next()
+        .map_or(0, |v| v as u64)
+}
+
+/// A services framework in this process, with its store.
+struct Services {
+    running: agora_services::RunningServices,
+    shutdown: CancellationToken,
+    api: Api,
+    _dir: tempfile::TempDir,
+}
+
+impl Services {
+    async fn start(
+        master: &str,
+        store: agora_framework_kit::store::StoreBackend,
+        until: Instant,
+    ) -> anyhow::Result<Services> {
+        let dir = tempfile::tempdir()?;
+        let mut config = agora_services::ServicesConfig::new(master, "127.0.0.1:0".parse()?);
+        config.store = match store {
+            agora_framework_kit::store::StoreBackend::File(name) => {
+                agora_framework_kit::store::StoreBackend::File(dir.path().join(name))
+            }
+            other => other,
+        };
+        config.controller.refuse_seconds = 1.0;
+        let shutdown = CancellationToken::new();
+        let running = agora_services::start(config, shutdown.clone()).await?;
+        let api = Api {
+            base: running.url(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()?,
+        };
+        api.wait("/v2/apps", until, "the services API", |v| {
+            v["apps"].is_array()
+        })
+        .await?;
+        Ok(Services {
+            running,
+            shutdown,
+            api,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.wait().await;
+    }
+}
+
+/// Waits until the app `id` has `n` instances running, polling its counts.
+async fn wait_running(api: &Api, id: &str, n: usize, until: Instant) -> anyhow::Result<()> {
+    api.wait(
+        &format!("/v2/apps?id={id}&embed=apps.counts"),
+        until,
+        "every instance running",
+        |v| {
+            v["apps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["id"] == id)
+                .is_some_and(|a| a["tasksRunning"].as_u64() == Some(n as u64))
+        },
+    )
+    .await
+}
+
+/// Scales one app from 0 to `n` and back to nothing (the app deleted).
+async fn scale(
+    api: &Api,
+    store: &'static str,
+    n: usize,
+    until: Instant,
+) -> anyhow::Result<ScaleReport> {
+    let app =
+        json!({"id": "/bench/scale", "cmd": "sleep 3600", "cpus": 0.01, "mem": 1, "instances": 0});
+    api.send(reqwest::Method::POST, "/v2/apps", Some(app))
+        .await?;
+    api.wait("/v2/deployments", until, "the app created", |v| {
+        v.as_array().is_some_and(|d| d.is_empty())
+    })
+    .await?;
+    let batches = metric(api, "agora_services_store_batches_total").await;
+    let writes = metric(api, "agora_services_store_batch_keys_total").await;
+    let started = Instant::now();
+    api.send(
+        reqwest::Method::PUT,
+        "/v2/apps/bench/scale",
+        Some(json!({"instances": n})),
+    )
+    .await?;
+    wait_running(api, "/bench/scale", n, until).await?;
+    let scale_s = started.elapsed().as_secs_f64();
+    let store_batches = metric(api, "agora_services_store_batches_total").await - batches;
+    let store_writes = metric(api, "agora_services_store_batch_keys_total").await - writes;
+    eprintln!(
+        "{store}: {n} instances running in {scale_s:.3} s ({store_batches} store batches, {store_writes} records)"
+    );
+    api.send(reqwest::Method::DELETE, "/v2/apps/bench/scale", None)
+        .await?;
+    api.wait("/v2/apps", until, "the scaled app removed", |v| {
+        v["apps"].as_array().is_some_and(|a| a.is_empty())
+    })
+    .await?;
+    Ok(ScaleReport {
+        store,
+        scale_s,
+        instances_per_s: n as f64 / scale_s,
+        store_batches,
+        store_writes,
+    })
+}
+
 /// Runs the benchmark.
 pub async fn run(args: &ServicesBenchArgs) -> anyhow::Result<ServicesReport> {
     let until = Instant::now() + args.timeout;
+    let stores = args.stores.list();
+    // ZooKeeper first: a missing server is said before anything runs.
+    let mut zk_server = None;
+    let zk_url = if stores.contains(&Store::Zookeeper) {
+        let servers = match &args.zk {
+            Some(url) => agora_coord::ZkUrl::parse(&format!("{}/x", url.trim_end_matches('/')))
+                .map_err(|e| anyhow::anyhow!("--zk: {e}"))?
+                .servers(),
+            None => {
+                let zk = crate::failover::ZkServer::start().await?;
+                let servers = format!("127.0.0.1:{}", zk.port);
+                zk_server = Some(zk);
+                servers
+            }
+        };
+        let path = format!("/agora-bench-services-{}", std::process::id());
+        Some(agora_coord::ZkUrl::parse(&format!("zk://{servers}{path}"))?)
+    } else {
+        None
+    };
+
     let shutdown = CancellationToken::new();
     let master = agora_master::start(
         agora_master::MasterConfig {
@@ -172,68 +367,34 @@ pub async fn run(args: &ServicesBenchArgs) -> anyhow::Result<ServicesReport> {
         .await?;
     eprintln!("{} simulated agents registered", args.agents);
 
-    let dir = tempfile::tempdir()?;
-    let mut config = agora_services::ServicesConfig::new(&address, "127.0.0.1:0".parse()?);
-    let store = match &args.zk {
-        Some(url) => {
-            let url = agora_coord::ZkUrl::parse(url).map_err(|e| anyhow::anyhow!("--zk: {e}"))?;
-            config.store = agora_framework_kit::store::StoreBackend::Zk {
-                url,
+    let backend = |store: Store| match store {
+        Store::Embedded => (
+            "redb",
+            agora_framework_kit::store::StoreBackend::File("store.redb".into()),
+        ),
+        Store::Zookeeper => (
+            "zookeeper",
+            agora_framework_kit::store::StoreBackend::Zk {
+                url: zk_url.clone().expect("a ZooKeeper url"),
                 session_timeout: Duration::from_secs(10),
-            };
-            "zookeeper"
-        }
-        None => {
-            config.store =
-                agora_framework_kit::store::StoreBackend::File(dir.path().join("store.redb"));
-            "redb"
-        }
+            },
+        ),
     };
-    config.controller.refuse_seconds = 1.0;
-    let services = agora_services::start(config, shutdown.child_token()).await?;
-    let api = Api {
-        base: services.url(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()?,
-    };
-    api.wait("/v2/apps", until, "the services API", |v| {
-        v["apps"].is_array()
-    })
-    .await?;
-
-    // 1. Scale one app from 0 to `instances`.
-    let app =
-        json!({"id": "/bench/scale", "cmd": "sleep 3600", "cpus": 0.01, "mem": 1, "instances": 0});
-    api.send(reqwest::Method::POST, "/v2/apps", Some(app))
-        .await?;
-    api.wait("/v2/deployments", until, "the app created", |v| {
-        v.as_array().is_some_and(|d| d.is_empty())
-    })
-    .await?;
     let n = args.instances;
-    let started = Instant::now();
-    api.send(
-        reqwest::Method::PUT,
-        "/v2/apps/bench/scale",
-        Some(json!({"instances": n})),
-    )
-    .await?;
-    api.wait(
-        "/v2/apps/bench/scale",
-        until,
-        "every instance running",
-        |v| v["app"]["tasksRunning"].as_u64() == Some(n as u64),
-    )
-    .await?;
-    let scale_s = started.elapsed().as_secs_f64();
-    eprintln!("{n} instances running in {scale_s:.3} s");
-    api.send(reqwest::Method::DELETE, "/v2/apps/bench/scale", None)
-        .await?;
-    api.wait("/v2/apps", until, "the scaled app removed", |v| {
-        v["apps"].as_array().is_some_and(|a| a.is_empty())
-    })
-    .await?;
+    let mut scales = Vec::new();
+    // 1. Scale one app from 0 to `instances`, with each store; the first
+    //    framework stays for the rest.
+    let (name, store) = backend(stores[0]);
+    let services = Services::start(&address, store, until).await?;
+    scales.push(scale(&services.api, name, n, until).await?);
+    for s in &stores[1..] {
+        let (name, store) = backend(*s);
+        let other = Services::start(&address, store, until).await?;
+        let r = scale(&other.api, name, n, until).await;
+        other.stop().await;
+        scales.push(r?);
+    }
+    let api = &services.api;
 
     // 2. A rolling restart that keeps 90 % running.
     let r = args.restart_instances;
@@ -241,16 +402,12 @@ pub async fn run(args: &ServicesBenchArgs) -> anyhow::Result<ServicesReport> {
                      "upgradeStrategy": {"minimumHealthCapacity": 0.9, "maximumOverCapacity": 0.1}});
     api.send(reqwest::Method::POST, "/v2/apps", Some(app))
         .await?;
+    wait_running(api, "/bench/roll", r, until).await?;
     api.wait(
-        "/v2/apps/bench/roll",
+        "/v2/deployments",
         until,
-        "the app to restart running",
-        |v| {
-            v["app"]["tasksRunning"].as_u64() == Some(r as u64)
-                && v["app"]["deployments"]
-                    .as_array()
-                    .is_some_and(|d| d.is_empty())
-        },
+        "the app to restart deployed",
+        |v| v.as_array().is_some_and(|d| d.is_empty()),
     )
     .await?;
     let started = Instant::now();
@@ -319,33 +476,38 @@ pub async fn run(args: &ServicesBenchArgs) -> anyhow::Result<ServicesReport> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("{} apps x {k} instances running", args.apps);
+    let url = format!("{}/v2/apps?embed=apps.tasks", api.base);
     let mut latencies = Vec::with_capacity(args.requests);
-    let mut listed = 0;
+    let mut body = None;
     for _ in 0..args.requests {
         let t = Instant::now();
-        let v = api
-            .send(reqwest::Method::GET, "/v2/apps?embed=apps.tasks", None)
-            .await?;
+        let resp = api.http.get(&url).send().await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "GET /v2/apps?embed=apps.tasks: {}",
+            resp.status()
+        );
+        body = Some(resp.bytes().await?);
         latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-        listed = v["apps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| a["tasks"].as_array().map_or(0, Vec::len))
-            .sum();
     }
     latencies.sort_by(f64::total_cmp);
+    let v: Value = serde_json::from_slice(body.as_deref().unwrap_or(b"{}"))?;
+    let listed = v["apps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| a["tasks"].as_array().map_or(0, Vec::len))
+        .sum();
 
+    services.stop().await;
     shutdown.cancel();
-    services.wait().await;
     cluster.stop().await;
     master.stop().await;
+    drop(zk_server);
     Ok(ServicesReport {
         agents: args.agents,
-        store,
         instances: n,
-        scale_s,
-        instances_per_s: n as f64 / scale_s,
+        scale: scales,
         restart_instances: r,
         restart_s,
         restart_min_running,

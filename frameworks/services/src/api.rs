@@ -59,6 +59,8 @@ pub struct Handle {
     pub serving: watch::Receiver<bool>,
     /// Forwards a standby's requests to the leader.
     pub proxy: reqwest::Client,
+    /// Apps' JSON rendered once per version (the lists are written from it).
+    pub render: Arc<render::RenderCache>,
 }
 
 /// Most bytes a request body may have.
@@ -75,6 +77,15 @@ fn body_of<B: From<Bytes>>(bytes: impl Into<Bytes>) -> B {
 
 pub(crate) fn json_reply(status: u16, body: &impl serde::Serialize) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    response()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body_of(bytes))
+        .expect("response")
+}
+
+/// A JSON body written already.
+fn json_bytes(status: u16, bytes: Vec<u8>) -> Response {
     response()
         .status(status)
         .header("content-type", "application/json")
@@ -99,6 +110,21 @@ fn flag(query: &[(String, String)], name: &str) -> Result<bool, Refusal> {
             ))),
         },
     }
+}
+
+/// `scale` of a kill, with `wipe` read and checked beside it: Marathon
+/// refuses both together. Without resident tasks (local volumes) there is
+/// nothing to wipe, so `wipe=true` kills as a plain kill does (the instance
+/// is replaced).
+fn scale_flag(query: &[(String, String)]) -> Result<bool, Refusal> {
+    let scale = flag(query, "scale")?;
+    if scale && flag(query, "wipe")? {
+        return Err(Refusal::bad_request(
+            "You cannot use scale and wipe at the same time.",
+        ));
+    }
+    flag(query, "wipe")?;
+    Ok(scale)
 }
 
 fn values<'a>(query: &'a [(String, String)], name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
@@ -222,13 +248,25 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .map(|q: Vec<(String, String)>, h: Handle| {
             let wanted: BTreeSet<String> = values(&q, "status").map(|s| s.to_lowercase()).collect();
             let state = h.state.read();
-            let tasks: Vec<_> = state
-                .visible_apps()
-                .flat_map(|a| render::tasks_of(a).map(move |i| (a, i)))
-                .filter(|(_, i)| wanted.is_empty() || wanted.contains(&condition(i)))
-                .map(|(a, i)| render::task(i, &a.current.definition))
-                .collect();
-            json_reply(200, &json!({ "tasks": tasks }))
+            let mut out = h.render.buffer();
+            out.extend_from_slice(b"{\"tasks\":[");
+            let mut first = true;
+            for a in state.visible_apps() {
+                let shared = render::TaskShared::of(&a.current.definition);
+                for i in render::tasks_of(a)
+                    .filter(|i| wanted.is_empty() || wanted.contains(condition(i)))
+                {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    render::write_task(&mut out, i, &shared);
+                }
+            }
+            drop(state);
+            out.extend_from_slice(b"]}");
+            h.render.wrote(out.len());
+            json_bytes(200, out)
         });
     let tasks_delete = warp::path!("v2" / "tasks" / "delete")
         .and(warp::post())
@@ -248,7 +286,11 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
         .and(with.clone())
         .map(|h: Handle| {
             let state = h.state.read();
-            let list: Vec<Value> = state.deployments.values().map(render::deployment).collect();
+            let list: Vec<Value> = state
+                .deployments
+                .values()
+                .map(|d| render::deployment(&state, d))
+                .collect();
             json_reply(200, &list)
         });
     let deployment_delete = warp::path!("v2" / "deployments" / String)
@@ -394,11 +436,11 @@ pub fn routes(h: Handle) -> impl Filter<Extract = (Response,), Error = Infallibl
 }
 
 /// `running` / `staging` as Marathon's `status` filter names them.
-fn condition(i: &crate::instance::Instance) -> String {
+fn condition(i: &crate::instance::Instance) -> &'static str {
     if i.is_launching() {
-        "staging".into()
+        "staging"
     } else {
-        "running".into()
+        "running"
     }
 }
 
@@ -512,7 +554,7 @@ async fn apps_route(
                 .find(|(k, _)| k == "label")
                 .map(|(_, v)| v.as_str());
             let state = h.state.read();
-            let apps: Vec<_> = state
+            let apps = state
                 .visible_apps()
                 .filter(|a| {
                     cmd.is_none_or(|c| {
@@ -524,10 +566,12 @@ async fn apps_route(
                     })
                 })
                 .filter(|a| id_filter.is_none_or(|f| a.id().contains(f)))
-                .filter(|a| label.is_none_or(|l| label_matches(&a.current.definition.labels, l)))
-                .map(|a| render::app(&state, a, embed))
-                .collect();
-            Ok(json_reply(200, &json!({ "apps": apps })))
+                .filter(|a| label.is_none_or(|l| label_matches(&a.current.definition.labels, l)));
+            let mut out = h.render.buffer();
+            render::write_apps(&mut out, &h.render, &state, apps, embed);
+            drop(state);
+            h.render.wrote(out.len());
+            Ok(json_bytes(200, out))
         }
         (AppRoute::List, &Method::POST) => {
             let value = validation::parse_json(&body)?;
@@ -572,10 +616,11 @@ async fn apps_route(
             let id = normalise_id(&id)?;
             let state = h.state.read();
             let app = state.app(&id).ok_or_else(|| Refusal::app_not_found(&id))?;
-            Ok(json_reply(
-                200,
-                &json!({ "app": render::app(&state, app, Embed::all()) }),
-            ))
+            let mut out = Vec::with_capacity(4096 + 512 * app.instances.len());
+            out.extend_from_slice(b"{\"app\":");
+            render::write_app(&mut out, &h.render, &state, app, Embed::all());
+            out.push(b'}');
+            Ok(json_bytes(200, out))
         }
         (AppRoute::App(id), &Method::PUT) => {
             let id = normalise_id(&id)?;
@@ -628,10 +673,17 @@ async fn apps_route(
             let id = normalise_id(&id)?;
             let state = h.state.read();
             let app = state.app(&id).ok_or_else(|| Refusal::app_not_found(&id))?;
-            let tasks: Vec<_> = render::tasks_of(app)
-                .map(|i| render::task(i, &app.current.definition))
-                .collect();
-            Ok(json_reply(200, &json!({ "tasks": tasks })))
+            let shared = render::TaskShared::of(&app.current.definition);
+            let mut out = Vec::with_capacity(64 + 512 * app.instances.len());
+            out.extend_from_slice(b"{\"tasks\":[");
+            for (k, i) in render::tasks_of(app).enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                render::write_task(&mut out, i, &shared);
+            }
+            out.extend_from_slice(b"]}");
+            Ok(json_bytes(200, out))
         }
         (AppRoute::Tasks(id), &Method::DELETE) => {
             let id = normalise_id(&id)?;
@@ -644,7 +696,7 @@ async fn apps_route(
                     .map(|i| i.task_id.clone())
                     .collect()
             };
-            kill(h, &id, ids, flag(q, "scale")?, force, false).await
+            kill(h, &id, ids, scale_flag(q)?, force, false).await
         }
         (AppRoute::Task(id, task), &Method::GET) => {
             let id = normalise_id(&id)?;
@@ -669,7 +721,7 @@ async fn apps_route(
                     return Err(Refusal::not_found(format!("Task '{task}' does not exist")));
                 }
             }
-            kill(h, &id, vec![task], flag(q, "scale")?, force, true).await
+            kill(h, &id, vec![task], scale_flag(q)?, force, true).await
         }
         (AppRoute::Versions(id), &Method::GET) => {
             let id = normalise_id(&id)?;
@@ -793,7 +845,7 @@ async fn tasks_delete(
             ));
         }
     };
-    let scale = flag(q, "scale")?;
+    let scale = scale_flag(q)?;
     let force = flag(q, "force")?;
     // Group the ids by app; unknown ids are an error, as in Marathon.
     let mut by_app: std::collections::BTreeMap<String, Vec<String>> = Default::default();
@@ -855,6 +907,16 @@ mod tests {
         assert!(!flag(&q, "force").unwrap());
         assert!(flag(&q, "scale").unwrap());
         assert!(!flag(&q, "wipe").unwrap());
+        assert!(scale_flag(&q).unwrap());
+        let both = vec![
+            ("scale".to_string(), "true".to_string()),
+            ("wipe".to_string(), "true".to_string()),
+        ];
+        assert_eq!(scale_flag(&both).unwrap_err().status, 400);
+        let wipe = vec![("wipe".to_string(), "1".to_string())];
+        assert!(!scale_flag(&wipe).unwrap());
+        let bad = vec![("wipe".to_string(), "perhaps".to_string())];
+        assert_eq!(scale_flag(&bad).unwrap_err().status, 400);
         assert_eq!(
             flag(&[("force".into(), "maybe".into())], "force")
                 .unwrap_err()

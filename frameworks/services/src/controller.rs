@@ -484,6 +484,8 @@ impl Controller {
         let now_ms = now();
         let mut critical = false;
         let mut events = Vec::new();
+        // Events only for someone to read (10,000 updates make 20,000).
+        let listening = self.events.has_subscribers();
         for status in &statuses {
             self.metrics.status_updates.inc();
             let observed = self.tracker.on_update(status, now_i);
@@ -522,11 +524,11 @@ impl Controller {
                 TaskState::TaskUnreachable => inst.unreachable_since.or(Some(now_ms)),
                 _ => None,
             };
-            if changed {
+            if changed && listening {
                 events.push(Event::status_update(inst, &status.message));
                 events.push(Event::instance_changed(inst));
             }
-            if let (true, Some(alive)) = (health_changed, inst.healthy) {
+            if let (true, true, Some(alive)) = (listening, health_changed, inst.healthy) {
                 events.push(Event::health_changed(inst, alive));
             }
             // The master does not know the task (never launched, or gone
@@ -900,11 +902,19 @@ impl Controller {
                         let in_later_step = scale_or_none.is_none() && locked.contains(&id);
                         if !in_later_step {
                             let n = def.instances.max(0) as u32;
-                            let d = scale::decide(
-                                n,
-                                &counted.iter().map(|i| candidate(i)).collect::<Vec<_>>(),
-                                def.kill_selection,
-                            );
+                            let d = if counted.len() as u32 <= n {
+                                // Nothing to kill: no candidates to build.
+                                scale::ScaleDecision {
+                                    launch: n - counted.len() as u32,
+                                    kill: Vec::new(),
+                                }
+                            } else {
+                                scale::decide(
+                                    n,
+                                    &counted.iter().map(|i| candidate(i)).collect::<Vec<_>>(),
+                                    def.kill_selection,
+                                )
+                            };
                             kills.extend(d.kill.into_iter().map(|t| (id.clone(), t)));
                             wanted = d.launch;
                             done = counted.len() as u32 == n

@@ -219,6 +219,7 @@ pub async fn start(
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ServicesError::Config(format!("cannot build the HTTP client: {e}")))?,
+        render: Arc::default(),
     };
     let server_shutdown = shutdown.clone();
     let server = tokio::spawn(

@@ -120,13 +120,17 @@ impl Changes {
         &mut self,
         app: &str,
         shards: impl IntoIterator<Item = u32>,
-        instances: impl Iterator<Item = &'a Instance> + Clone,
+        instances: impl Iterator<Item = &'a Instance>,
     ) {
-        for shard in shards {
-            let members: Vec<&Instance> = instances
-                .clone()
-                .filter(|i| shard_of(&i.task_id) == shard)
-                .collect();
+        // One pass over the instances, whatever the number of shards.
+        let mut members: BTreeMap<u32, Vec<&Instance>> =
+            shards.into_iter().map(|s| (s, Vec::new())).collect();
+        for i in instances {
+            if let Some(m) = members.get_mut(&shard_of(&i.task_id)) {
+                m.push(i);
+            }
+        }
+        for (shard, members) in members {
             let key = shard_key(app, shard);
             if members.is_empty() {
                 self.delete(key);
