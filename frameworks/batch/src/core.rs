@@ -9,7 +9,7 @@
 //! a fresh one from the Store. Time comes in as a value ([`Now`]), so tests
 //! drive hours of schedules in microseconds.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use agora_coord::Expected;
@@ -106,7 +106,8 @@ impl Write {
 pub struct Effects {
     /// Writes, each key once, with whether it must be new.
     pub writes: Vec<(Write, Expected)>,
-    written: HashSet<Write>,
+    /// The index in `writes` of each key written.
+    written: HashMap<String, usize>,
     /// Accepts: the offers (one agent) and the tasks to launch on them.
     pub launches: Vec<(Vec<String>, Vec<v1::TaskInfo>)>,
     pub declines: Vec<String>,
@@ -124,8 +125,15 @@ pub struct Effects {
 
 impl Effects {
     fn write(&mut self, w: Write, expected: Expected) {
-        if self.written.insert(w.clone()) {
-            self.writes.push((w, expected));
+        // One write per key: a later write of the same key (a run deleted
+        // after it changed, a job created again after its delete) takes the
+        // earlier one's place and keeps its condition.
+        match self.written.get(&w.key()) {
+            Some(&i) => self.writes[i].0 = w,
+            None => {
+                self.written.insert(w.key(), self.writes.len());
+                self.writes.push((w, expected));
+            }
         }
     }
 

@@ -359,23 +359,43 @@ async fn run_term(
                     tracing::trace!(ms = started.elapsed().as_secs_f64() * 1e3, "tick decided");
                     actor.apply(&mut core, fx, None).await?;
                 }
-                Some(req) = requests.recv() => match req {
-                    Request::Query(q) => q(&core),
-                    Request::Command(cmd, reply) => {
-                        let (fx, answer) = core.command(*cmd, Now::read());
-                        match actor.apply(&mut core, fx, None).await {
-                            Ok(()) => {
-                                let _ = reply.send(answer.map_err(ApiFailure::Refused));
-                            }
-                            Err(e) => {
-                                let _ = reply.send(Err(ApiFailure::Unavailable(format!(
-                                    "the store did not take the change: {e}; retry"
-                                ))));
-                                return Err(e);
+                Some(req) = requests.recv() => {
+                    // Commands already waiting are decided with it and
+                    // written in one commit; each is answered once that
+                    // commit is durable. Queries run after it, so they see
+                    // only what is durable.
+                    let mut fx = Effects::default();
+                    let mut replies = Vec::new();
+                    let mut queries = Vec::new();
+                    let mut next = Some(req);
+                    while let Some(req) = next.take() {
+                        match req {
+                            Request::Query(q) => queries.push(q),
+                            Request::Command(cmd, reply) => {
+                                let (f, answer) = core.command(*cmd, Now::read());
+                                fx.merge(f);
+                                replies.push((answer, reply));
                             }
                         }
+                        if replies.len() + queries.len() < MAX_REQUESTS_PER_STEP {
+                            next = requests.try_recv().ok();
+                        }
                     }
-                },
+                    if let Err(e) = actor.apply(&mut core, fx, None).await {
+                        for (_, reply) in replies {
+                            let _ = reply.send(Err(ApiFailure::Unavailable(format!(
+                                "the store did not take the change: {e}; retry"
+                            ))));
+                        }
+                        return Err(e);
+                    }
+                    for (answer, reply) in replies {
+                        let _ = reply.send(answer.map_err(ApiFailure::Refused));
+                    }
+                    for q in queries {
+                        q(&core);
+                    }
+                }
                 event = events.recv() => {
                     let Some(event) = event else {
                         return Err(BatchError::Stopped("the scheduler driver stopped".into()));
@@ -458,6 +478,9 @@ fn put(
         }
     }
 }
+
+/// API requests decided together before their writes are committed.
+const MAX_REQUESTS_PER_STEP: usize = 256;
 
 /// Events decided together before their writes are committed.
 const MAX_EVENTS_PER_STEP: usize = 256;
