@@ -302,6 +302,20 @@ async fn t90_a_mesos_framework_runs_a_task_over_http() {
     })
     .await;
 
+    // The master's state with Mesos's names, at both of Mesos's paths.
+    for path in ["master/state", "state.json"] {
+        let m = get_json(&format!("{url}/{path}")).await;
+        assert_eq!(m["slaves"][0]["id"], agent_id["value"], "{path}: {m}");
+        assert_eq!(m["activated_slaves"], 1, "{path}");
+        let f = &m["frameworks"][0];
+        assert_eq!(f["id"], s.framework_id.as_str(), "{path}");
+        assert_eq!(f["name"], "mesos-http");
+        assert_eq!(f["tasks"][0]["id"], "t1");
+        assert_eq!(f["tasks"][0]["slave_id"], agent_id["value"]);
+        assert_eq!(f["tasks"][0]["state"], "TASK_RUNNING");
+        assert!(m["leader"].as_str().unwrap().starts_with("master@"), "{m}");
+    }
+
     // RECONCILE (explicit): the master answers, with no uuid to acknowledge.
     let from = s.count();
     client

@@ -396,6 +396,21 @@ pub(crate) fn routes(
                 }
             },
         );
+    // Mesos's names for `/state`, for tools that read a Mesos master.
+    let mesos_state = warp::path!("master" / "state")
+        .or(warp::path!("state.json"))
+        .unify()
+        .and(warp::get())
+        .and(with())
+        .then(|ctx: HttpContext| async move {
+            match leadership::current_term(&ctx.role).await {
+                Ok(term) => match ask(&term, Input::State).await {
+                    Ok(v) => reply::json(&crate::mesos::state::master_state(&v)).into_response(),
+                    Err(r) => r,
+                },
+                Err(not) => redirect(&not, "/master/state", None),
+            }
+        });
     let page = warp::path::end()
         .and(warp::get())
         .and(warp::header::optional::<String>("if-none-match"))
@@ -431,6 +446,8 @@ pub(crate) fn routes(
         .or(tasks)
         .unify()
         .or(mesos_scheduler)
+        .unify()
+        .or(mesos_state)
         .unify()
         .or(proxied)
         .unify()

@@ -18,6 +18,7 @@
 //! Refusals are plain text, as Mesos's are.
 
 pub mod json;
+pub mod state;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
