@@ -36,7 +36,11 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::failover::ZkServer;
+use crate::poll_until;
 use crate::sim::parse_duration;
+
+/// How often the benchmark looks again while it waits.
+const POLL_EVERY: Duration = Duration::from_millis(200);
 
 /// `agora bench batch-chaos`.
 #[derive(Debug, Clone, clap::Args)]
@@ -324,21 +328,6 @@ impl Cluster {
     }
 }
 
-/// Polls `check` every 200 ms until it holds.
-async fn until<F, Fut, T>(what: &str, deadline: Instant, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Runs the benchmark.
 pub async fn run(args: &ChaosArgs) -> anyhow::Result<ChaosReport> {
     let deadline = Instant::now() + args.timeout;
@@ -400,11 +389,14 @@ async fn chaos(
     deadline: Instant,
 ) -> anyhow::Result<ChaosReport> {
     let agents = args.agents;
-    until("every agent registered", deadline, || async {
+    poll_until("every agent registered", deadline, POLL_EVERY, || async {
         (cluster.active_agents().await == agents).then_some(())
     })
     .await?;
-    let leader = until("a batch leader", deadline, || cluster.leader(Kind::Batch)).await?;
+    let leader = poll_until("a batch leader", deadline, POLL_EVERY, || {
+        cluster.leader(Kind::Batch)
+    })
+    .await?;
     eprintln!(
         "cluster up: {} masters, {agents} agents, 2 batch instances",
         args.masters
@@ -446,7 +438,8 @@ async fn chaos(
     }
     let period = args.period.as_secs() as i64;
     let first = (Timestamp::now().as_second() + 1) / period * period + period;
-    let chaos_for = Duration::from_secs_f64(args.minutes * 60.0);
+    let chaos_for = Duration::try_from_secs_f64(args.minutes * 60.0)
+        .map_err(|e| anyhow::anyhow!("--minutes {}: {e}", args.minutes))?;
     let chaos_end = Instant::now() + chaos_for;
     let last =
         (Timestamp::now() + SignedDuration::try_from(chaos_for)?).as_second() / period * period;
@@ -583,7 +576,10 @@ async fn chaos(
     }
     // What the batch framework recorded about the missed times.
     if !missing.is_empty() {
-        let leader = until("a batch leader", deadline, || cluster.leader(Kind::Batch)).await?;
+        let leader = poll_until("a batch leader", deadline, POLL_EVERY, || {
+            cluster.leader(Kind::Batch)
+        })
+        .await?;
         let base = format!("http://{}", cluster.nodes[leader].addr);
         for (job, t) in missing.iter().take(20) {
             let run = agora_batch::run::scheduled_run_id(*t);

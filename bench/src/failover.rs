@@ -37,7 +37,11 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::allocator::round3;
+use crate::poll_until;
 use crate::sim::{SimCluster, SimConfig, parse_duration};
+
+/// How often the benchmark looks again while it waits.
+const POLL_EVERY: Duration = Duration::from_millis(10);
 
 /// `agora bench failover`.
 #[derive(Debug, Clone, clap::Args)]
@@ -258,21 +262,6 @@ async fn state(http: &reqwest::Client, address: &str) -> Option<serde_json::Valu
     r.json().await.ok()
 }
 
-/// Waits for `check` to hold, polling every 10 ms until `deadline`.
-async fn poll<T, F, Fut>(what: &str, deadline: Instant, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn measure(
     args: &FailoverArgs,
     zk_url: &ZkUrl,
@@ -298,7 +287,7 @@ async fn measure(
         }
     });
     let addresses: Vec<String> = masters.iter().map(|(a, _)| a.clone()).collect();
-    let leader = poll("a leading master", deadline, || {
+    let leader = poll_until("a leading master", deadline, POLL_EVERY, || {
         let http = http.clone();
         let addresses = addresses.clone();
         async move {
@@ -384,7 +373,7 @@ async fn failover(
         .filter(|a| a != leader)
         .collect();
 
-    let elected = poll("a new leader", deadline, || {
+    let elected = poll_until("a new leader", deadline, POLL_EVERY, || {
         let http = http.clone();
         let standbys = standbys.clone();
         async move {
@@ -414,20 +403,25 @@ async fn failover(
 
     // Settle: the new leader knows every task again.
     let tasks = args.tasks;
-    let running_after = poll("the new leader to know every task", deadline, || {
-        let http = http.clone();
-        let new_leader = new_leader.clone();
-        async move {
-            let s = state(&http, &new_leader).await?;
-            let running = s["frameworks"]
-                .as_array()?
-                .iter()
-                .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
-                .filter(|t| t["state"] == "TASK_RUNNING")
-                .count();
-            (running >= tasks).then_some(running)
-        }
-    })
+    let running_after = poll_until(
+        "the new leader to know every task",
+        deadline,
+        POLL_EVERY,
+        || {
+            let http = http.clone();
+            let new_leader = new_leader.clone();
+            async move {
+                let s = state(&http, &new_leader).await?;
+                let running = s["frameworks"]
+                    .as_array()?
+                    .iter()
+                    .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+                    .filter(|t| t["state"] == "TASK_RUNNING")
+                    .count();
+                (running >= tasks).then_some(running)
+            }
+        },
+    )
     .await
     .unwrap_or(0);
     let lost = seen.lock().lost.len();

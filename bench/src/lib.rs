@@ -60,6 +60,30 @@ pub enum BenchError {
 }
 
 /// Reads a whole number of at least 1.
+/// Polls `check` every `every` until it returns `Some`; fails, naming
+/// `what`, once `deadline` has passed.
+pub(crate) async fn poll_until<T, F, Fut>(
+    what: &str,
+    deadline: tokio::time::Instant,
+    every: std::time::Duration,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),

@@ -18,14 +18,15 @@
 
 use std::time::Duration;
 
-use agora_proto::Resources;
 use serde_json::{Value, json};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::allocator::round3;
-use crate::sim::{SimCluster, SimConfig, parse_duration};
+use crate::sim::{SimMaster, parse_duration};
+
+/// What each simulated agent of the services benchmarks offers.
+pub(crate) const AGENT_RESOURCES: &str = "cpus:64;mem:262144;disk:1000000;ports:[31000-32000]";
 
 /// `agora bench services`.
 #[derive(Debug, Clone, clap::Args)]
@@ -348,24 +349,8 @@ pub async fn run(args: &ServicesBenchArgs) -> anyhow::Result<ServicesReport> {
         None
     };
 
-    let shutdown = CancellationToken::new();
-    let master = agora_master::start(
-        agora_master::MasterConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-        shutdown.child_token(),
-    )
-    .await?;
-    let address = master.addr().to_string();
-    let mut sim = SimConfig::new(args.agents);
-    sim.resources = Resources::parse("cpus:64;mem:262144;disk:1000000;ports:[31000-32000]")?;
-    let (_leader_tx, leader) = watch::channel(address.clone());
-    let cluster = SimCluster::start(sim, leader)?;
-    cluster
-        .wait_for(args.timeout, |s| s.registered == args.agents)
-        .await?;
-    eprintln!("{} simulated agents registered", args.agents);
+    let sim = SimMaster::start(args.agents, AGENT_RESOURCES, args.timeout).await?;
+    let address = sim.address.clone();
 
     let backend = |store: Store| match store {
         Store::Embedded => (
@@ -500,9 +485,7 @@ pub async fn run(args: &ServicesBenchArgs) -> anyhow::Result<ServicesReport> {
         .sum();
 
     services.stop().await;
-    shutdown.cancel();
-    cluster.stop().await;
-    master.stop().await;
+    sim.stop().await;
     drop(zk_server);
     Ok(ServicesReport {
         agents: args.agents,

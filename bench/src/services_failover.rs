@@ -22,16 +22,17 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use agora_coord::ZkUrl;
-use agora_proto::Resources;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::allocator::round3;
 use crate::failover::ZkServer;
-use crate::sim::{SimCluster, SimConfig, parse_duration};
+use crate::poll_until;
+use crate::sim::{SimCluster, SimMaster, parse_duration};
+
+/// How often the benchmark looks again while it waits.
+const POLL_EVERY: Duration = Duration::from_millis(10);
 
 /// `agora bench services-failover`.
 #[derive(Debug, Clone, clap::Args)]
@@ -203,21 +204,6 @@ async fn metric(http: &reqwest::Client, address: &str, name: &str) -> Option<u64
         .map(|v| v as u64)
 }
 
-/// Polls `check` every 10 ms until it returns `Some` or `until` passes.
-async fn poll<T, F, Fut>(what: &str, until: Instant, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    loop {
-        if let Some(v) = check().await {
-            return Ok(v);
-        }
-        anyhow::ensure!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Runs the benchmark.
 pub async fn run(args: &ServicesFailoverArgs) -> anyhow::Result<ServicesFailoverReport> {
     let until = Instant::now() + args.timeout;
@@ -242,24 +228,8 @@ pub async fn run(args: &ServicesFailoverArgs) -> anyhow::Result<ServicesFailover
         None => std::env::current_exe()?,
     };
 
-    let shutdown = CancellationToken::new();
-    let master = agora_master::start(
-        agora_master::MasterConfig {
-            listen: "127.0.0.1:0".parse()?,
-            ..Default::default()
-        },
-        shutdown.child_token(),
-    )
-    .await?;
-    let address = master.addr().to_string();
-    let mut sim = SimConfig::new(args.agents);
-    sim.resources = Resources::parse("cpus:64;mem:262144;disk:1000000;ports:[31000-32000]")?;
-    let (_leader_tx, leader_rx) = watch::channel(address.clone());
-    let cluster = SimCluster::start(sim, leader_rx)?;
-    cluster
-        .wait_for(args.timeout, |s| s.registered == args.agents)
-        .await?;
-    eprintln!("{} simulated agents registered", args.agents);
+    let sim = SimMaster::start(args.agents, crate::services::AGENT_RESOURCES, args.timeout).await?;
+    let address = sim.address.clone();
 
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -269,13 +239,11 @@ pub async fn run(args: &ServicesFailoverArgs) -> anyhow::Result<ServicesFailover
         processes
             .push(spawn_services(&bin, &address, &zk_url, args.zk_session_timeout, &http).await?);
     }
-    let result = measure(args, &http, &mut processes, &cluster, until).await;
+    let result = measure(args, &http, &mut processes, &sim.cluster, until).await;
     for mut p in processes {
         let _ = p.child.kill().await;
     }
-    cluster.stop().await;
-    shutdown.cancel();
-    master.stop().await;
+    sim.stop().await;
     drop(zk_server);
     result
 }
@@ -288,7 +256,7 @@ async fn measure(
     until: Instant,
 ) -> anyhow::Result<ServicesFailoverReport> {
     let addresses: Vec<String> = processes.iter().map(|p| p.address.clone()).collect();
-    let leader = poll("a leading services instance", until, || {
+    let leader = poll_until("a leading services instance", until, POLL_EVERY, || {
         let addresses = addresses.clone();
         async move {
             let l = leader_of(http, &addresses[0]).await?;
@@ -296,7 +264,7 @@ async fn measure(
         }
     })
     .await?;
-    poll("the leader to serve", until, || async {
+    poll_until("the leader to serve", until, POLL_EVERY, || async {
         get(http, &leader, "/v2/apps").await
     })
     .await?;
@@ -316,11 +284,11 @@ async fn measure(
         resp.text().await.unwrap_or_default()
     );
     let started = Instant::now();
-    poll("every instance running", until, || async {
+    poll_until("every instance running", until, POLL_EVERY, || async {
         (running(http, &leader, id).await? == n as u64).then_some(())
     })
     .await?;
-    poll("the deployment done", until, || async {
+    poll_until("the deployment done", until, POLL_EVERY, || async {
         get(http, &leader, "/v2/deployments")
             .await?
             .as_array()?
@@ -329,7 +297,7 @@ async fn measure(
     })
     .await?;
     // The leader now (a busy machine may have moved it meanwhile).
-    let leader = poll("a leading services instance", until, || {
+    let leader = poll_until("a leading services instance", until, POLL_EVERY, || {
         let addresses = addresses.clone();
         async move {
             let l = leader_of(http, &addresses[0]).await?;
@@ -355,15 +323,20 @@ async fn measure(
         .expect("the leader is one of ours");
     process.child.start_kill()?;
     let elected = async {
-        poll("the standby to lead", until, || async {
+        poll_until("the standby to lead", until, POLL_EVERY, || async {
             (leader_of(http, &standby).await? == standby).then(|| killed_at.elapsed())
         })
         .await
     };
     let served = async {
-        poll("the new leader to serve every instance", until, || async {
-            (running(http, &standby, id).await? == n as u64).then(|| killed_at.elapsed())
-        })
+        poll_until(
+            "the new leader to serve every instance",
+            until,
+            POLL_EVERY,
+            || async {
+                (running(http, &standby, id).await? == n as u64).then(|| killed_at.elapsed())
+            },
+        )
         .await
     };
     let (elected, served) = tokio::join!(elected, served);
@@ -375,10 +348,15 @@ async fn measure(
     );
     // Every task has answered the new leader (its reconciliation), then a
     // while for anything it would launch or kill.
-    poll("the new leader to hear from every task", until, || async {
-        let updates = metric(http, &standby, "agora_services_status_updates_total").await?;
-        (updates >= n as u64).then_some(())
-    })
+    poll_until(
+        "the new leader to hear from every task",
+        until,
+        POLL_EVERY,
+        || async {
+            let updates = metric(http, &standby, "agora_services_status_updates_total").await?;
+            (updates >= n as u64).then_some(())
+        },
+    )
     .await?;
     tokio::time::sleep(args.settle).await;
     let after = cluster.stats();

@@ -993,3 +993,58 @@ pub async fn run_agents(args: &AgentsArgs) -> anyhow::Result<()> {
     crate::report(&serde_json::to_value(stats)?);
     Ok(())
 }
+
+/// A real master in this process on a free port of 127.0.0.1, and simulated
+/// agents registered with it: what the framework benchmarks run against.
+pub struct SimMaster {
+    /// The master's `host:port`.
+    pub address: String,
+    pub cluster: SimCluster,
+    master: agora_master::RunningMaster,
+    shutdown: CancellationToken,
+    /// Keeps the agents' idea of the leader alive.
+    _leader: watch::Sender<String>,
+}
+
+impl SimMaster {
+    /// Starts the master and `agents` agents offering `resources` each, and
+    /// waits (at most `timeout`) until every agent has registered.
+    pub async fn start(
+        agents: usize,
+        resources: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<SimMaster> {
+        let shutdown = CancellationToken::new();
+        let master = agora_master::start(
+            agora_master::MasterConfig {
+                listen: "127.0.0.1:0".parse()?,
+                ..Default::default()
+            },
+            shutdown.child_token(),
+        )
+        .await?;
+        let address = master.addr().to_string();
+        let mut sim = SimConfig::new(agents);
+        sim.resources = Resources::parse(resources)?;
+        let (leader_tx, leader) = watch::channel(address.clone());
+        let cluster = SimCluster::start(sim, leader)?;
+        cluster
+            .wait_for(timeout, |s| s.registered == agents)
+            .await?;
+        eprintln!("{agents} simulated agents registered");
+        Ok(SimMaster {
+            address,
+            cluster,
+            master,
+            shutdown,
+            _leader: leader_tx,
+        })
+    }
+
+    /// Stops the agents, then the master.
+    pub async fn stop(self) {
+        self.cluster.stop().await;
+        self.shutdown.cancel();
+        self.master.stop().await;
+    }
+}
