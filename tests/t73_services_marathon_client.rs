@@ -11,36 +11,15 @@ use std::process::Stdio;
 use common::services::Services;
 use common::{Cluster, DEADLINE, linger};
 
-/// A Python that can `import marathon`, or `None` (after saying how to get
-/// one) when the run is not strict.
-fn python() -> Option<String> {
-    let candidates = std::env::var("AGORA_TEST_MARATHON_PYTHON")
-        .into_iter()
-        .chain(["python3".to_string()]);
-    for python in candidates {
-        let ok = std::process::Command::new(&python)
-            .args(["-c", "import marathon"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(python);
-        }
-    }
-    let how = "the Python client `marathon` is not installed: \
-               python3 -m venv /tmp/v && /tmp/v/bin/pip install marathon==0.13.0, \
-               then AGORA_TEST_MARATHON_PYTHON=/tmp/v/bin/python (scripts/test does this)";
-    if std::env::var("AGORA_TEST_STRICT").is_ok_and(|v| v == "1") {
-        panic!("{how} (AGORA_TEST_STRICT=1: this test needs it)");
-    }
-    eprintln!("skipping: {how}");
-    None
-}
-
 #[tokio::test]
 async fn the_python_marathon_client_drives_the_main_flows() {
-    let Some(python) = python() else {
+    let Some(python) = common::python_with(
+        "marathon",
+        "AGORA_TEST_MARATHON_PYTHON",
+        "the Python client `marathon` is not installed: \
+               python3 -m venv /tmp/v && /tmp/v/bin/pip install marathon==0.13.0, \
+               then AGORA_TEST_MARATHON_PYTHON=/tmp/v/bin/python (scripts/test does this)",
+    ) else {
         return;
     };
     let cluster = Cluster::start(

@@ -13,37 +13,16 @@ use std::process::Stdio;
 use common::docker::{ContainerGuard, TEST_IMAGE, docker_or_skip};
 use common::{DEADLINE, Proc, linger, spawn_master};
 
-/// A Python that can `import pymesos`, or `None` (after saying how to get
-/// one) when the run is not strict.
-fn python() -> Option<String> {
-    let candidates = std::env::var("AGORA_TEST_PYMESOS_PYTHON")
-        .into_iter()
-        .chain(["python3".to_string()]);
-    for python in candidates {
-        let ok = std::process::Command::new(&python)
-            .args(["-c", "import pymesos"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(python);
-        }
-    }
-    let how = "pymesos is not installed: see the `pymesos` step of scripts/test (it needs \
-               http-parser without its C extension on Python 3.11), then \
-               AGORA_TEST_PYMESOS_PYTHON=<that venv>/bin/python";
-    if std::env::var("AGORA_TEST_STRICT").is_ok_and(|v| v == "1") {
-        panic!("{how} (AGORA_TEST_STRICT=1: this test needs it)");
-    }
-    eprintln!("skipping: {how}");
-    None
-}
-
 #[tokio::test]
 async fn t91_a_pymesos_scheduler_runs_on_agora() {
     common::init_logs();
-    let Some(python) = python() else {
+    let Some(python) = common::python_with(
+        "pymesos",
+        "AGORA_TEST_PYMESOS_PYTHON",
+        "pymesos is not installed: see the `pymesos` step of scripts/test (it needs \
+               http-parser without its C extension on Python 3.11), then \
+               AGORA_TEST_PYMESOS_PYTHON=<that venv>/bin/python",
+    ) else {
         return;
     };
     let docker = docker_or_skip("t91_a_pymesos_scheduler_runs_on_agora").await;

@@ -33,6 +33,31 @@ pub fn agora_bin() -> PathBuf {
 }
 
 /// Logs of the in-process parts, once per test binary (`RUST_LOG` to see more).
+/// A Python that can `import module`: `$env`'s if set, else `python3`; or
+/// `None` (after saying `how` to get one) when the run is not strict
+/// (`AGORA_TEST_STRICT=1` fails instead).
+pub fn python_with(module: &str, env: &str, how: &str) -> Option<String> {
+    let candidates = std::env::var(env)
+        .into_iter()
+        .chain(["python3".to_string()]);
+    for python in candidates {
+        let ok = std::process::Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(python);
+        }
+    }
+    if std::env::var("AGORA_TEST_STRICT").is_ok_and(|v| v == "1") {
+        panic!("{how} (AGORA_TEST_STRICT=1: this test needs it)");
+    }
+    eprintln!("skipping: {how}");
+    None
+}
+
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
