@@ -73,3 +73,40 @@ export function jsonEditor({ label, value, id = 'app-json' }) {
     },
   };
 }
+
+/**
+ * A form around a JSON editor: submitting parses the JSON, calls
+ * `submit(definition)` and shows what went wrong (the API's validation
+ * errors at their fields, the message in a banner). `extra` goes between
+ * the editor and the buttons.
+ */
+export function jsonForm({ label, value, id, submitLabel, back, extra = null, submit }) {
+  const editor = jsonEditor({ label, value, id });
+  const error = h('div', { role: 'alert' });
+  const button = h('button', { type: 'submit', class: 'btn btn-primary' }, submitLabel);
+  const form = h('form', { novalidate: true }, editor.el, extra, error,
+    h('div', { class: 'actions' }, button, h('a', { class: 'btn', href: back }, 'Cancel')));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    replace(error);
+    editor.showErrors([]);
+    let def;
+    try {
+      def = editor.json();
+    } catch (err) {
+      replace(error, h('div', { class: 'banner' }, err.message));
+      return;
+    }
+    button.disabled = true;
+    try {
+      await submit(def);
+    } catch (err) {
+      if (err.details && err.details.length) editor.showErrors(err.details);
+      replace(error, h('div', { class: 'banner' }, err.message,
+        err.details && err.details.length ? ` (${err.details.length} field${err.details.length > 1 ? 's' : ''}: see above)` : ''));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return form;
+}

@@ -8,7 +8,7 @@ import { call, get } from '../lib/api.js';
 import { poll } from '../lib/poll.js';
 import { dialog, confirmDialog } from '../lib/dialog.js';
 import { healthBar } from '../lib/bars.js';
-import { jsonEditor } from '../lib/jsonedit.js';
+import { jsonForm } from '../lib/jsonedit.js';
 import { time, ago, num, state, stateKind } from '../lib/format.js';
 import { logsLink } from './tasks.js';
 
@@ -388,34 +388,11 @@ const TEMPLATE = {
 };
 
 function editorPage(root, { title, initial, submit, submitLabel, back }) {
-  const editor = jsonEditor({ label: 'App definition (JSON)', value: JSON.stringify(initial, null, 2) });
-  const error = h('div', { role: 'alert' });
   const force = h('input', { id: 'edit-force', type: 'checkbox' });
-  const button = h('button', { type: 'submit', class: 'btn btn-primary' }, submitLabel);
-  const form = h('form', { novalidate: true }, editor.el,
-    submitLabel === 'Save' ? h('div', { class: 'check' }, force, h('label', { for: 'edit-force' }, 'Force (replace a deployment in progress)')) : null,
-    error, h('div', { class: 'actions' }, button, h('a', { class: 'btn', href: back }, 'Cancel')));
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    replace(error);
-    editor.showErrors([]);
-    let def;
-    try {
-      def = editor.json();
-    } catch (err) {
-      replace(error, h('div', { class: 'banner' }, err.message));
-      return;
-    }
-    button.disabled = true;
-    try {
-      await submit(def, force.checked);
-    } catch (err) {
-      if (err.details && err.details.length) editor.showErrors(err.details);
-      replace(error, h('div', { class: 'banner' }, err.message,
-        err.details && err.details.length ? ` (${err.details.length} field${err.details.length > 1 ? 's' : ''}: see above)` : ''));
-    } finally {
-      button.disabled = false;
-    }
+  const form = jsonForm({
+    label: 'App definition (JSON)', value: JSON.stringify(initial, null, 2), id: 'app-json', submitLabel, back,
+    extra: submitLabel === 'Save' ? h('div', { class: 'check' }, force, h('label', { for: 'edit-force' }, 'Force (replace a deployment in progress)')) : null,
+    submit: (def) => submit(def, force.checked),
   });
   replace(root, h('p', null, h('a', { href: back }, '← Back')), h('h1', null, title), form);
 }

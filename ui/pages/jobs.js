@@ -7,7 +7,7 @@ import { poll } from '../lib/poll.js';
 import { confirmDialog } from '../lib/dialog.js';
 import { time, ago, duration, between, num, stateKind, state } from '../lib/format.js';
 import { logViewer } from './tasks.js';
-import { jsonEditor } from '../lib/jsonedit.js';
+import { jsonForm } from '../lib/jsonedit.js';
 
 const API = '/batch/v1';
 const ENDED = ['SUCCESS', 'FAILED', 'MISSED', 'SKIPPED'];
@@ -226,34 +226,13 @@ const TEMPLATE = {
 
 /** Create a job from its JSON definition (`POST /v1/jobs`, schedules included). */
 export function create(root) {
-  const editor = jsonEditor({ label: 'Job definition (JSON)', value: JSON.stringify(TEMPLATE, null, 2), id: 'job-json' });
-  const error = h('div', { role: 'alert' });
-  const button = h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create');
-  const form = h('form', { novalidate: true }, editor.el, error,
-    h('div', { class: 'actions' }, button, h('a', { class: 'btn', href: '#/jobs' }, 'Cancel')));
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    replace(error);
-    editor.showErrors([]);
-    let def;
-    try {
-      def = editor.json();
-    } catch (err) {
-      replace(error, h('div', { class: 'banner' }, err.message));
-      return;
-    }
-    button.disabled = true;
-    try {
+  const form = jsonForm({
+    label: 'Job definition (JSON)', value: JSON.stringify(TEMPLATE, null, 2), id: 'job-json', submitLabel: 'Create', back: '#/jobs',
+    submit: async (def) => {
       const { data } = await call('POST', `${API}/jobs`, def);
       toast(`Created job ${data.id}.`, 'ok');
       location.hash = `#/jobs/${seg(data.id)}`;
-    } catch (err) {
-      if (err.details && err.details.length) editor.showErrors(err.details);
-      replace(error, h('div', { class: 'banner' }, err.message,
-        err.details && err.details.length ? ` (${err.details.length} field${err.details.length > 1 ? 's' : ''}: see above)` : ''));
-    } finally {
-      button.disabled = false;
-    }
+    },
   });
   replace(root, h('p', null, h('a', { href: '#/jobs' }, '← Jobs')), h('h1', null, 'Create a job'), form);
 }
