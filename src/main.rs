@@ -2,6 +2,10 @@
 //! libraries. Bad flags or configuration exit with status 64 (EX_USAGE)
 //! before any port is bound.
 
+// The master's HTTP routes are one deep warp filter type; an optimised
+// build needs a higher limit to evaluate it (E0275 in release only).
+#![recursion_limit = "256"]
+
 mod apps;
 mod cli;
 mod jobs;

@@ -27,6 +27,10 @@
 //! * [`sim`]: simulated agents over real gRPC sessions, as a library (also
 //!   `agora bench agents`, to point at any master).
 
+// The master's HTTP routes are one deep warp filter type; an optimised
+// build needs a higher limit to evaluate it (E0275 in release only).
+#![recursion_limit = "256"]
+
 pub mod allocator;
 pub mod batch;
 pub mod batch_chaos;

@@ -9,6 +9,10 @@
 //! * `leadership`: contends for leadership (ZooKeeper, or alone), runs a term
 //!   of the above while leading, and stands by otherwise.
 
+// The HTTP routes are one warp filter chain; its type is deeper than the
+// default limit lets an optimised build evaluate (E0275 in release only).
+#![recursion_limit = "256"]
+
 mod actor;
 pub mod core;
 mod error;
