@@ -17,7 +17,8 @@
 //! * [`health`]: the tasks' health and readiness checks (HTTP, HTTPS and
 //!   TCP from the agent's runtime, COMMAND through the containerizer).
 //! * `checkpoint`, `paths`: the work directory (see `docs/agent.md`).
-//! * `http`: `/health`, `/state`, `/tasks/{id}/logs`.
+//! * `http`: `/health`, `/state`, `/metrics`, `/tasks/{id}/logs`.
+//! * `metrics`: [`AgentMetrics`], and whether checkpoint writes fail.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), agora_agent::AgentError> {
@@ -35,6 +36,7 @@ mod core;
 mod error;
 pub mod health;
 mod http;
+mod metrics;
 mod paths;
 mod procfs;
 mod session;
@@ -60,6 +62,7 @@ pub use crate::containerizer::{
     ComposingContainerizer, Containerizer, DockerContainerizer, ProcessContainerizer,
 };
 pub use crate::error::AgentError;
+pub use crate::metrics::AgentMetrics;
 pub use crate::paths::validate_id;
 
 use crate::backoff::Backoff;
@@ -84,6 +87,7 @@ pub struct RunningAgent {
     containerizers: Vec<&'static str>,
     docker_host: Option<String>,
     health_stats: Arc<health::stats::HealthStats>,
+    metrics: AgentMetrics,
 }
 
 impl RunningAgent {
@@ -117,6 +121,11 @@ impl RunningAgent {
     /// What the tasks' health and readiness checks have done so far.
     pub fn health_stats(&self) -> health::HealthStatsSnapshot {
         self.health_stats.snapshot()
+    }
+
+    /// The agent's metrics (what `/metrics` shows) and checkpoint health.
+    pub fn metrics(&self) -> &AgentMetrics {
+        &self.metrics
     }
 
     /// Waits until the agent has stopped (after its shutdown token was
@@ -223,10 +232,12 @@ async fn start_agent(
         hostname = %config.hostname,
         http = %http_address
     );
+    let metrics = AgentMetrics::new();
     let (core, handle, agent_id) = Core::recover(
         settings,
         Checkpoint::new(layout),
         containerizer,
+        metrics.clone(),
         shutdown.clone(),
     )
     .instrument(span.clone())
@@ -243,7 +254,7 @@ async fn start_agent(
         )
         .instrument(span.clone()),
     );
-    let routes = http::routes(handle);
+    let routes = http::routes(handle, metrics.clone());
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(
         async move {
@@ -274,6 +285,7 @@ async fn start_agent(
         containerizers,
         docker_host,
         health_stats,
+        metrics,
     })
 }
 

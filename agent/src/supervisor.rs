@@ -6,7 +6,8 @@
 //!
 //! 1. leaves the agent's session (`setsid`), so signals and the death of the
 //!    agent do not reach it;
-//! 2. records its own pid and start time in `DIR/supervisor.json`;
+//! 2. records its own pid, start time and the machine's boot id in
+//!    `DIR/supervisor.json`;
 //! 3. starts the task (cwd = sandbox, stdout and stderr to files, the given
 //!    environment only) in a process group of its own, and adds the task's
 //!    pid and start time to `supervisor.json`;
@@ -181,7 +182,11 @@ fn supervise(run_dir: &Path) -> Result<(), String> {
         // It already exited (and is a zombie we have not reaped, so /proc
         // would still show it): cannot happen in practice; record a start
         // time of 0 so the agent still knows the pid.
-        record.task = Some(ProcessIdentity { pid, start_time: 0 });
+        record.task = Some(ProcessIdentity {
+            pid,
+            start_time: 0,
+            boot_id: crate::procfs::boot_id(),
+        });
     }
     write_json(&run_dir.join(SUPERVISOR_FILE), &record)?;
     log(format_args!("started the task as pid {pid}"));

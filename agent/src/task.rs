@@ -44,6 +44,10 @@ pub(crate) struct TaskEntry {
     /// When the task started to run and which health checks passed
     /// (checkpointed), once its checks have started.
     pub health: Option<HealthRecord>,
+    /// Whether the task is in the checkpoint (its `task.pb` was written):
+    /// its updates are then sent only once checkpointed. A launch whose
+    /// checkpoint failed, and a notice about an unknown task, are not.
+    pub recorded: bool,
 }
 
 impl TaskEntry {

@@ -26,7 +26,7 @@ use super::{
 };
 use crate::checkpoint::{list_dir, remove_dir_all_if_exists, write_atomic};
 use crate::error::AgentError;
-use crate::procfs::read_stat;
+use crate::procfs::{boot_id, may_signal_group, read_stat};
 use crate::supervisor::{LOG_FILE, SPEC_FILE, StatusRecord, SupervisorRecord, SupervisorSpec};
 
 /// How long a new supervisor may take to start the task before the launch
@@ -178,13 +178,29 @@ impl ProcessContainerizer {
         }
     }
 
-    /// Kills a container's task group if it still runs (used for containers
-    /// whose supervisor is gone, and for orphans).
+    /// Kills a container's task group if it still runs and is provably the
+    /// task's (same boot, same start time; see [`may_signal_group`]). Used
+    /// for containers whose supervisor is gone, and for orphans.
     fn kill_task_group(record: &SupervisorRecord) {
-        if let Some(task) = record.task
-            && (task.is_alive() || group_exists(task.pid))
-        {
+        let Some(task) = &record.task else {
+            return;
+        };
+        let leader = read_stat(task.pid);
+        let ours = may_signal_group(
+            task,
+            boot_id().as_deref(),
+            leader.as_ref(),
+            group_exists(task.pid),
+        );
+        if ours {
             let _ = killpg(Pid::from_raw(task.pid), Signal::SIGKILL);
+        } else if leader.is_some() || group_exists(task.pid) {
+            tracing::warn!(
+                pid = task.pid,
+                "not signalling process group {}: it is not provably the task's (its pid was \
+                 reused, or the machine rebooted since)",
+                task.pid
+            );
         }
     }
 }
@@ -209,7 +225,7 @@ async fn pause(reaped: &mut Option<watch::Receiver<bool>>, d: Duration) {
 
 fn launched(record: Option<SupervisorRecord>) -> Launched {
     Launched {
-        pid: record.as_ref().and_then(|r| r.task.map(|t| t.pid)),
+        pid: record.as_ref().and_then(|r| r.task.as_ref().map(|t| t.pid)),
         checkpoint: record
             .map(|r| serde_json::to_value(r).unwrap_or_default())
             .unwrap_or_default(),

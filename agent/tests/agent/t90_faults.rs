@@ -1,0 +1,316 @@
+//! Faults of the agent's own machine: a checkpoint directory that fills up.
+//!
+//! The work directory is a small tmpfs mounted by the test (the tests run as
+//! root); without the right to mount, the test says so and passes, or fails
+//! under `AGORA_TEST_STRICT=1`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agora_proto::v1::TaskState;
+
+use crate::common::*;
+
+/// A tmpfs mounted on a temporary directory; unmounted when dropped.
+pub struct Tmpfs {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`4m`), or `None` when this process may
+    /// not mount (a panic under `AGORA_TEST_STRICT=1`).
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                path: dir.path().to_path_buf(),
+                _dir: dir,
+            }),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                    Err(e) => e.to_string(),
+                };
+                let how = format!("cannot mount a tmpfs ({why}): run the tests as root");
+                if std::env::var("AGORA_TEST_STRICT").is_ok_and(|v| v == "1") {
+                    panic!("{how} (AGORA_TEST_STRICT=1: this test needs it)");
+                }
+                eprintln!("skipping: {how}");
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fills the file system up; returns the file that does it.
+    pub fn fill(&self) -> PathBuf {
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(28), "ENOSPC, not {e}");
+                    break;
+                }
+            }
+        }
+        // The last partial page too.
+        while f.write(&[0u8]).is_ok_and(|n| n == 1) {}
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+async fn get(url: String) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The value of a metric line (`name{labels} value`) in `/metrics`.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn a_launch_that_cannot_be_checkpointed_fails_and_the_agent_turns_unhealthy() {
+    let Some(fs) = Tmpfs::mount("4m") else {
+        return;
+    };
+    let master = FakeMaster::start().await;
+    let work = fs.path().join("agent");
+    let agent = TestAgent::start(config(&master, &work)).await;
+    agent.wait_id().await;
+    assert_eq!(get(agent.url("/health")).await, (200, "ok".into()));
+
+    let filler = fs.fill();
+    master.launch(
+        &framework("f1"),
+        vec![shell_task("unrecorded", RUN_UNTIL_SANDBOX_GONE)],
+    );
+    let failed = master
+        .wait_update("unrecorded", TaskState::TaskFailed)
+        .await;
+    assert!(
+        failed.message.contains("cannot checkpoint the task")
+            && failed.message.contains("No space left on device"),
+        "{}",
+        failed.message
+    );
+    let updates = updates_of(&master.seen(), "unrecorded");
+    assert!(
+        !updates.iter().any(|s| s.state() == TaskState::TaskRunning),
+        "the task never ran: {updates:?}"
+    );
+    let containers: Vec<_> = std::fs::read_dir(work.join("containers"))
+        .map(|d| d.filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    assert!(
+        containers.is_empty(),
+        "no supervisor started: {containers:?}"
+    );
+
+    let (status, body) = get(agent.url("/health")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("checkpoint writes fail") && body.contains("No space left"),
+        "{body}"
+    );
+    let (_, text) = get(agent.url("/metrics")).await;
+    assert!(
+        metric(&text, "agora_agent_checkpoint_failures_total").unwrap() >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        agent
+            .running
+            .as_ref()
+            .unwrap()
+            .metrics()
+            .checkpoint_error()
+            .is_some(),
+        true
+    );
+
+    // With room again, launches work and the agent is healthy.
+    std::fs::remove_file(&filler).unwrap();
+    master.launch(
+        &framework("f1"),
+        vec![shell_task("recorded", RUN_UNTIL_SANDBOX_GONE)],
+    );
+    master.wait_update("recorded", TaskState::TaskRunning).await;
+    eventually("the agent to be healthy again", async || {
+        (get(agent.url("/health")).await.0 == 200).then_some(())
+    })
+    .await;
+    let (_, text) = get(agent.url("/metrics")).await;
+    assert_eq!(
+        metric(&text, "agora_agent_tasks{state=\"TASK_RUNNING\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "agora_agent_launch_seconds_count").unwrap() >= 1.0,
+        "{text}"
+    );
+    master.kill("f1", "recorded", Some(0.0));
+    master.wait_update("recorded", TaskState::TaskKilled).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_that_cannot_checkpoint_its_id_does_not_register() {
+    let Some(fs) = Tmpfs::mount("2m") else {
+        return;
+    };
+    let master = FakeMaster::start().await;
+    let work = fs.path().join("agent");
+    std::fs::create_dir_all(&work).unwrap();
+    let filler = fs.fill();
+    let agent = TestAgent::start(config(&master, &work)).await;
+    // The master accepts it, but the agent cannot record the id: it does
+    // not take it, and tries again.
+    master.wait_registration(2).await;
+    assert!(agent.running.as_ref().unwrap().agent_id().is_none());
+    let (status, body) = get(agent.url("/health")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("agent id"), "{body}");
+    assert!(!work.join("meta/agent.json").exists());
+
+    std::fs::remove_file(&filler).unwrap();
+    let id = tokio::time::timeout(Duration::from_secs(30), agent.wait_id())
+        .await
+        .unwrap();
+    let saved = std::fs::read_to_string(work.join("meta/agent.json")).unwrap();
+    assert!(saved.contains(&id), "{saved}");
+    assert_eq!(get(agent.url("/health")).await.0, 200);
+    agent.stop().await;
+}
+
+/// The run directory of a task's only container (`containers/<id>`).
+fn run_dir_of(work: &Path, sandbox: &Path) -> PathBuf {
+    work.join("containers").join(sandbox.file_name().unwrap())
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn start_time_of(pid: i32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = text[text.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    f[19].parse().unwrap()
+}
+
+/// A process of its own group that is none of the agent's.
+fn bystander() -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sleep")
+        .arg("600")
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn recovery_does_not_signal_a_process_that_reused_a_recorded_pid() {
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestAgent::start(config(&master, dir.path())).await;
+    first.wait_id().await;
+    master.launch(
+        &framework("f1"),
+        vec![
+            shell_task("reused", RUN_UNTIL_SANDBOX_GONE),
+            shell_task("rebooted", RUN_UNTIL_SANDBOX_GONE),
+        ],
+    );
+    master.wait_update("reused", TaskState::TaskRunning).await;
+    master.wait_update("rebooted", TaskState::TaskRunning).await;
+    let mut runs = Vec::new();
+    for t in ["reused", "rebooted"] {
+        runs.push(run_dir_of(dir.path(), &first.sandbox(t).await));
+    }
+    first.stop().await;
+
+    // Both tasks and their supervisors die without a word (as in a crash),
+    // and their pids now name processes that are not the agent's.
+    let mut others = Vec::new();
+    for run in &runs {
+        let rec = read_json(&run.join("supervisor.json"));
+        assert!(
+            rec["task"]["boot_id"]
+                .as_str()
+                .is_some_and(|b| !b.is_empty()),
+            "the boot id is recorded: {rec}"
+        );
+        let sup = rec["supervisor"]["pid"].as_i64().unwrap() as i32;
+        let task = rec["task"]["pid"].as_i64().unwrap() as i32;
+        for pid in [sup, -task] {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+                .unwrap();
+        }
+        eventually("the task and its supervisor to be gone", async || {
+            (!process_alive(sup) && !process_alive(task)).then_some(())
+        })
+        .await;
+        others.push(bystander());
+    }
+    let mut wrote = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let pid = others[i].id() as i32;
+        let mut rec = read_json(&run.join("supervisor.json"));
+        if i == 0 {
+            // Same boot, the pid reused: another start time.
+            rec["task"]["pid"] = pid.into();
+            rec["task"]["start_time"] = (start_time_of(pid) + 1).into();
+        } else {
+            // The very pid and start time, but recorded in another boot.
+            rec["task"]["pid"] = pid.into();
+            rec["task"]["start_time"] = start_time_of(pid).into();
+            rec["task"]["boot_id"] = "00000000-0000-0000-0000-000000000000".into();
+            rec["supervisor"]["boot_id"] = "00000000-0000-0000-0000-000000000000".into();
+        }
+        std::fs::write(run.join("supervisor.json"), rec.to_string()).unwrap();
+        wrote.push(pid);
+    }
+
+    let second = TestAgent::start(config(&master, dir.path())).await;
+    for t in ["reused", "rebooted"] {
+        let failed = master.wait_update(t, TaskState::TaskFailed).await;
+        assert!(failed.message.contains("supervisor"), "{}", failed.message);
+    }
+    for (mut other, pid) in others.into_iter().zip(wrote) {
+        assert!(
+            process_alive(pid),
+            "the agent signalled process {pid}, which is not its own"
+        );
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
+    second.stop().await;
+}
