@@ -169,6 +169,9 @@ pub struct CheckpointedTask {
     pub container: Option<ContainerRecord>,
     pub updates: Vec<UpdateRecord>,
     pub health: Option<HealthRecord>,
+    /// Its `container.json` was damaged (and moved aside): the container is
+    /// to be found some other way.
+    pub container_damaged: bool,
 }
 
 /// Everything a restarted agent finds in its work directory.
@@ -177,8 +180,19 @@ pub struct CheckpointedState {
     pub agent_id: Option<String>,
     pub frameworks: BTreeMap<String, FrameworkInfo>,
     pub tasks: Vec<CheckpointedTask>,
-    /// Entries that could not be read and were skipped (each says why).
+    /// Entries that could not be read and were skipped or moved aside
+    /// (each says why).
     pub skipped: Vec<String>,
+    /// Frameworks whose `framework.pb` was damaged (and moved aside).
+    pub damaged_frameworks: Vec<String>,
+}
+
+/// A checkpoint file as read back.
+enum Found<T> {
+    Absent,
+    Read(T),
+    /// Unreadable or unparsable: moved aside (the message says where).
+    Damaged,
 }
 
 /// Reads and writes the agent's checkpoint files.
@@ -368,9 +382,59 @@ impl Checkpoint {
         remove_dir_all_if_exists(&dir).map_err(|e| AgentError::io("cannot remove", dir, e))
     }
 
-    /// Reads everything back. Unreadable tasks are skipped (and listed in
-    /// `skipped`) rather than stopping the agent; an unreadable agent id is
-    /// an error, because registering anew would orphan every task.
+    /// Moves a damaged file aside, to `meta/corrupt/`, and says so.
+    fn move_aside(&self, path: &Path, reason: &str) -> String {
+        let meta = self.layout.meta_dir();
+        let name = path
+            .strip_prefix(&meta)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .replace('/', ".");
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let dest = meta.join("corrupt").join(format!("{name}.corrupt-{ts}"));
+        let moved = fs::create_dir_all(meta.join("corrupt")).and_then(|()| fs::rename(path, &dest));
+        match moved {
+            Ok(()) => format!(
+                "the checkpoint {} is damaged ({reason}); moved it to {}",
+                path.display(),
+                dest.display()
+            ),
+            Err(e) => format!(
+                "the checkpoint {} is damaged ({reason}); it could not be moved aside ({e}) \
+                 and is ignored",
+                path.display()
+            ),
+        }
+    }
+
+    /// Reads and parses a checkpoint file; one that cannot be read or does
+    /// not parse is moved aside (with a message in `skipped`).
+    fn read_file<T>(
+        &self,
+        path: &Path,
+        parse: impl FnOnce(&[u8]) -> Result<T, String>,
+        skipped: &mut Vec<String>,
+    ) -> Found<T> {
+        let reason = match read_optional(path) {
+            Ok(None) => return Found::Absent,
+            Ok(Some(bytes)) => match parse(&bytes) {
+                Ok(t) => return Found::Read(t),
+                Err(e) => e,
+            },
+            Err(e) => format!("cannot read it: {e}"),
+        };
+        skipped.push(self.move_aside(path, &reason));
+        Found::Damaged
+    }
+
+    /// Reads everything back. What cannot be read is moved aside and listed
+    /// in `skipped` rather than stopping the agent (a task with a damaged
+    /// `container.json` or `updates.json` is still returned, without it;
+    /// one with a damaged `task.pb` is not); an unreadable agent id is an
+    /// error, because registering anew would orphan every task.
     pub fn recover(&self) -> Result<CheckpointedState, AgentError> {
         let mut state = CheckpointedState::default();
         let agent_file = self.layout.agent_file();
@@ -389,15 +453,23 @@ impl Checkpoint {
                 continue;
             }
             let path = self.layout.framework_file(&fid);
-            match read(&path)?.map(|b| FrameworkInfo::decode(b.as_slice())) {
-                Some(Ok(info)) => {
+            let parse = |b: &[u8]| {
+                let info = FrameworkInfo::decode(b).map_err(|e| e.to_string())?;
+                if info.id == fid {
+                    Ok(info)
+                } else {
+                    Err(format!("it is not the info of framework `{fid}`"))
+                }
+            };
+            match self.read_file(&path, parse, &mut state.skipped) {
+                Found::Read(info) => {
                     state.frameworks.insert(fid.clone(), info);
                 }
-                Some(Err(e)) => state.skipped.push(corrupt(&path, e).to_string()),
-                None => {}
+                Found::Damaged => state.damaged_frameworks.push(fid.clone()),
+                Found::Absent => {}
             }
             for tid in list_dir(&self.layout.tasks_dir(&fid))? {
-                match self.recover_task(&fid, &tid) {
+                match self.recover_task(&fid, &tid, &mut state.skipped) {
                     Ok(Some(t)) => state.tasks.push(t),
                     Ok(None) => {}
                     Err(e) => state.skipped.push(e.to_string()),
@@ -407,33 +479,66 @@ impl Checkpoint {
         Ok(state)
     }
 
-    fn recover_task(&self, fid: &str, tid: &str) -> Result<Option<CheckpointedTask>, AgentError> {
+    fn recover_task(
+        &self,
+        fid: &str,
+        tid: &str,
+        skipped: &mut Vec<String>,
+    ) -> Result<Option<CheckpointedTask>, AgentError> {
         validate_id("task id", tid)?;
         let task_file = self.layout.task_file(fid, tid);
-        let Some(bytes) = read(&task_file)? else {
-            // The agent died between creating the directory and writing the
-            // task: nothing was launched yet.
-            return Ok(None);
+        let parse_task = |b: &[u8]| {
+            let launch = LaunchTask::decode(b).map_err(|e| e.to_string())?;
+            let named = launch
+                .task
+                .as_ref()
+                .is_some_and(|t| t.task_id == tid && launch.framework_id == fid);
+            if named {
+                Ok(launch)
+            } else {
+                Err(format!(
+                    "it is not the launch of task `{tid}` of framework `{fid}`"
+                ))
+            }
         };
-        let launch = LaunchTask::decode(bytes.as_slice()).map_err(|e| corrupt(&task_file, e))?;
+        let launch = match self.read_file(&task_file, parse_task, skipped) {
+            Found::Read(l) => l,
+            // Absent: the agent died between creating the directory and
+            // writing the task, so nothing was launched yet.
+            Found::Absent | Found::Damaged => return Ok(None),
+        };
         let container_file = self.layout.container_file(fid, tid);
-        let container = match read(&container_file)? {
-            Some(b) => Some(serde_json::from_slice(&b).map_err(|e| corrupt(&container_file, e))?),
-            None => None,
+        let parse_container = |b: &[u8]| {
+            let c: ContainerRecord = serde_json::from_slice(b).map_err(|e| e.to_string())?;
+            validate_id("container id", &c.container_id).map_err(|e| e.to_string())?;
+            Ok(c)
         };
+        let (container, container_damaged) =
+            match self.read_file(&container_file, parse_container, skipped) {
+                Found::Read(c) => (Some(c), false),
+                Found::Absent => (None, false),
+                Found::Damaged => (None, true),
+            };
         let updates_file = self.layout.updates_file(fid, tid);
-        let updates = match read(&updates_file)? {
-            Some(b) => decode_updates(&updates_file, &b)?,
-            None => Vec::new(),
+        let parse_updates = |b: &[u8]| decode_updates(&updates_file, b).map_err(|e| e.to_string());
+        let updates = match self.read_file(&updates_file, parse_updates, skipped) {
+            Found::Read(u) => u,
+            Found::Absent | Found::Damaged => Vec::new(),
         };
         // Only a convenience for the checks: a damaged one is started anew.
-        let health =
-            read(&self.layout.health_file(fid, tid))?.and_then(|b| serde_json::from_slice(&b).ok());
+        let health_file = self.layout.health_file(fid, tid);
+        let parse_health =
+            |b: &[u8]| serde_json::from_slice::<HealthRecord>(b).map_err(|e| e.to_string());
+        let health = match self.read_file(&health_file, parse_health, skipped) {
+            Found::Read(h) => Some(h),
+            Found::Absent | Found::Damaged => None,
+        };
         Ok(Some(CheckpointedTask {
             launch,
             container,
             updates,
             health,
+            container_damaged,
         }))
     }
 }
@@ -777,10 +882,39 @@ mod tests {
         cp.save_task(&launch("f1", "good")).unwrap();
         cp.save_task(&launch("f1", "bad")).unwrap();
         fs::write(cp.layout().updates_file("f1", "bad"), b"{not json").unwrap();
+        // A damaged task.pb: the task cannot be known.
+        fs::create_dir_all(cp.layout().task_dir("f1", "gone")).unwrap();
+        fs::write(cp.layout().task_file("f1", "gone"), b"\xff\xff\xff").unwrap();
         let got = cp.recover().unwrap();
-        assert_eq!(got.tasks.len(), 1);
-        assert_eq!(got.skipped.len(), 1);
-        assert!(got.skipped[0].contains("damaged"), "{}", got.skipped[0]);
+        // A damaged update stream: the task is kept, without it.
+        let mut ids: Vec<&str> = got
+            .tasks
+            .iter()
+            .map(|t| t.launch.task.as_ref().unwrap().task_id.as_str())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["bad", "good"]);
+        assert!(got.tasks.iter().all(|t| t.updates.is_empty()));
+        assert_eq!(got.skipped.len(), 2, "{:?}", got.skipped);
+        assert!(
+            got.skipped
+                .iter()
+                .all(|s| s.contains("damaged") && s.contains("moved it to")),
+            "{:?}",
+            got.skipped
+        );
+        assert!(!cp.layout().updates_file("f1", "bad").exists());
+        let corrupt = list_dir(&cp.layout().meta_dir().join("corrupt")).unwrap();
+        assert_eq!(corrupt.len(), 2, "{corrupt:?}");
+        assert!(
+            corrupt
+                .iter()
+                .any(|n| n.starts_with("frameworks.f1.tasks.bad.updates.json.corrupt-")),
+            "{corrupt:?}"
+        );
+        // Read again: nothing damaged is left.
+        let again = cp.recover().unwrap();
+        assert!(again.skipped.is_empty(), "{:?}", again.skipped);
 
         fs::write(cp.layout().agent_file(), b"nope").unwrap();
         let err = cp.recover().unwrap_err().to_string();
@@ -842,5 +976,106 @@ mod tests {
         let written: u64 = seen.iter().filter_map(|r| r.as_ref().ok()).sum();
         assert!((1..=20).contains(&written), "{seen:?}");
         assert_eq!(list_dir(&dir.path().join("a")).unwrap(), ["b.json"]);
+    }
+
+    /// A checkpoint with every kind of file, for one task.
+    fn full_checkpoint(cp: &Checkpoint) {
+        cp.save_agent_id("a1").unwrap();
+        cp.save_framework(&FrameworkInfo {
+            id: "f1".into(),
+            checkpoint: true,
+            ..Default::default()
+        })
+        .unwrap();
+        cp.save_task(&launch("f1", "t1")).unwrap();
+        cp.save_container(
+            "f1",
+            "t1",
+            &ContainerRecord {
+                container_id: "c1".into(),
+                containerizer: "process".into(),
+                launched: Some(serde_json::json!({"pid": 42})),
+                kill: None,
+            },
+        )
+        .unwrap();
+        cp.save_updates(
+            "f1",
+            "t1",
+            &[UpdateRecord {
+                status: status(TaskState::TaskRunning),
+                acknowledged: false,
+            }],
+        )
+        .unwrap();
+        cp.save_health(
+            "f1",
+            "t1",
+            &HealthRecord {
+                running_since: 1.0,
+                passed: vec![true],
+            },
+        )
+        .unwrap();
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn no_bytes_panic_the_readers(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode_updates(Path::new("updates.json"), &bytes);
+            let _ = serde_json::from_slice::<ContainerRecord>(&bytes);
+            let _ = serde_json::from_slice::<HealthRecord>(&bytes);
+            let _ = serde_json::from_slice::<AgentRecord>(&bytes);
+            let _ = FrameworkInfo::decode(bytes.as_slice());
+            let _ = LaunchTask::decode(bytes.as_slice());
+        }
+
+        /// Whatever one of a task's files holds (garbage, or its own content
+        /// cut short or with a byte changed), recovery neither panics nor
+        /// fails, and keeps the task unless its task.pb is unusable.
+        #[test]
+        fn recovery_survives_any_content_of_any_file(
+            which in 0usize..5,
+            garbage in proptest::collection::vec(any::<u8>(), 0..300),
+            mode in 0u8..3,
+            at in any::<proptest::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let cp = Checkpoint::new(Layout::new(dir.path()));
+            full_checkpoint(&cp);
+            let l = cp.layout();
+            let path = [
+                l.framework_file("f1"),
+                l.task_file("f1", "t1"),
+                l.container_file("f1", "t1"),
+                l.updates_file("f1", "t1"),
+                l.health_file("f1", "t1"),
+            ][which].clone();
+            let mut bytes = fs::read(&path).unwrap();
+            match mode {
+                0 => bytes = garbage,
+                1 => bytes.truncate(at.index(bytes.len() + 1)),
+                _ => {
+                    if !bytes.is_empty() {
+                        let i = at.index(bytes.len());
+                        bytes[i] ^= flip;
+                    }
+                }
+            }
+            fs::write(&path, &bytes).unwrap();
+            let got = cp.recover().unwrap();
+            prop_assert_eq!(got.agent_id.as_deref(), Some("a1"));
+            if which != 1 {
+                prop_assert_eq!(got.tasks.len(), 1, "{:?}", got.skipped);
+            }
+            // Whatever was damaged was moved aside: a second read is clean.
+            let again = cp.recover().unwrap();
+            prop_assert!(again.skipped.is_empty(), "{:?}", again.skipped);
+        }
     }
 }

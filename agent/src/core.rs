@@ -6,7 +6,7 @@
 //! Every change is checkpointed before it is acted on or reported, so a
 //! restarted agent can pick up where this one stopped ([`Core::recover`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -243,6 +243,10 @@ pub(crate) struct Core {
     agent_id: Option<String>,
     agent_id_tx: watch::Sender<Option<String>>,
     frameworks: BTreeMap<String, FrameworkInfo>,
+    /// Frameworks whose checkpointed info was damaged: known by id only
+    /// (taken to checkpoint, and not sent to the master) until the master
+    /// sends their info again.
+    unknown_frameworks: BTreeSet<String>,
     tasks: BTreeMap<TaskKey, TaskEntry>,
     completed: VecDeque<TaskView>,
     garbage: Vec<Garbage>,
@@ -303,6 +307,7 @@ impl Core {
             agent_id: state.agent_id,
             agent_id_tx,
             frameworks: state.frameworks,
+            unknown_frameworks: BTreeSet::new(),
             tasks: BTreeMap::new(),
             completed: VecDeque::new(),
             garbage: Vec::new(),
@@ -313,13 +318,50 @@ impl Core {
             shutdown,
         };
 
+        // A framework whose info is lost still has its tasks: they are
+        // kept (as if it checkpointed) until the master tells more.
+        for t in &state.tasks {
+            let fid = &t.launch.framework_id;
+            if !core.frameworks.contains_key(fid) {
+                warn!(framework_id = %fid, damaged = state.damaged_frameworks.contains(fid),
+                    "the framework's checkpointed info is missing; keeping its tasks");
+                core.frameworks.insert(
+                    fid.clone(),
+                    FrameworkInfo {
+                        id: fid.clone(),
+                        checkpoint: true,
+                        ..Default::default()
+                    },
+                );
+                core.unknown_frameworks.insert(fid.clone());
+            }
+        }
+
         // Containers to look for, with the task each belongs to.
         let mut known: Vec<(TaskKey, KnownContainer)> = Vec::new();
-        for t in state.tasks {
-            let Some(info) = t.launch.task.as_ref() else {
+        // Tasks whose container record was damaged and rebuilt from the
+        // sandbox they ran in.
+        let mut rebuilt: BTreeSet<TaskKey> = BTreeSet::new();
+        for mut t in state.tasks {
+            let Some(info) = t.launch.task.clone() else {
                 continue;
             };
             let key: TaskKey = (t.launch.framework_id.clone(), info.task_id.clone());
+            let mut lost: Option<String> = None;
+            if t.container_damaged {
+                match core.container_from_sandbox(&key, &info) {
+                    Ok(record) => {
+                        let _span = task_span(&key).entered();
+                        warn!(container_id = %record.container_id,
+                            "the task's container record was damaged; found its container by its sandbox");
+                        core.writer
+                            .submit(core.checkpoint.container_op(&key.0, &key.1, &record), None);
+                        t.container = Some(record);
+                        rebuilt.insert(key.clone());
+                    }
+                    Err(why) => lost = Some(why),
+                }
+            }
             let stream = UpdateStream::from_records(t.updates, core.settings.retry);
             let container_id = t
                 .container
@@ -349,6 +391,22 @@ impl Core {
                 health: t.health,
                 recorded: true,
             };
+            if let Some(why) = lost.filter(|_| !entry.stream.has_terminal()) {
+                core.tasks.insert(key.clone(), entry);
+                let _span = task_span(&key).entered();
+                warn!("{why}");
+                core.emit(
+                    &key,
+                    Outcome {
+                        state: TaskState::TaskLost,
+                        reason: StatusReason::ReasonAgentRestarted,
+                        message: format!("The agent lost track of the task: {why}"),
+                        exit_code: None,
+                    },
+                );
+                core.set_phase(&key, Phase::Ended);
+                continue;
+            }
             if entry.stream.is_complete() {
                 core.tasks.insert(key.clone(), entry);
                 core.finish(&key);
@@ -404,7 +462,28 @@ impl Core {
         let (keys, containers): (Vec<TaskKey>, Vec<KnownContainer>) = known.into_iter().unzip();
         let found = core.containerizer.recover(containers).await?;
         for (key, recovered) in keys.into_iter().zip(found) {
-            core.recovered(&key, recovered);
+            match recovered {
+                // A rebuilt record that names no container the runtime
+                // knows: the task is lost, not failed.
+                Recovered::Ended(Termination::Vanished { message }) if rebuilt.contains(&key) => {
+                    let _span = task_span(&key).entered();
+                    warn!("{message}");
+                    core.emit(
+                        &key,
+                        Outcome {
+                            state: TaskState::TaskLost,
+                            reason: StatusReason::ReasonAgentRestarted,
+                            message: format!(
+                                "The agent lost track of the task: its container record was \
+                                 damaged, and {message}"
+                            ),
+                            exit_code: None,
+                        },
+                    );
+                    core.set_phase(&key, Phase::Ended);
+                }
+                other => core.recovered(&key, other),
+            }
         }
         core.forget_unused_frameworks();
         core.sweep_sandboxes();
@@ -414,6 +493,45 @@ impl Core {
             "recovered the agent's state"
         );
         Ok((core, CoreHandle { tx }, agent_id_rx))
+    }
+
+    /// The container a task ran in, found by its sandbox (whose name is
+    /// the container id), when its container record is lost.
+    fn container_from_sandbox(
+        &self,
+        key: &TaskKey,
+        info: &agora_proto::v1::TaskInfo,
+    ) -> Result<ContainerRecord, String> {
+        let dir = self
+            .checkpoint
+            .layout()
+            .sandboxes_dir()
+            .join(&key.0)
+            .join(&key.1);
+        let found: Vec<ContainerId> = list_dir(&dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| ContainerId::parse(n).ok())
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(ContainerRecord {
+                container_id: one.to_string(),
+                containerizer: self.containerizer.name_for(info).to_string(),
+                launched: None,
+                kill: None,
+            }),
+            [] => Err(format!(
+                "its container record was damaged and it has no sandbox in {} to find its \
+                 container by",
+                dir.display()
+            )),
+            many => Err(format!(
+                "its container record was damaged and {} sandboxes in {} could be its \
+                 container's",
+                many.len(),
+                dir.display()
+            )),
+        }
     }
 
     /// The counters of the tasks' checks.
@@ -612,7 +730,9 @@ impl Core {
                 continue;
             }
             let info = launch.task.clone().unwrap_or_default();
-            if let Some(f) = self.frameworks.get(&key.0) {
+            if let Some(f) = self.frameworks.get(&key.0)
+                && !self.unknown_frameworks.contains(&key.0)
+            {
                 frameworks.insert(key.0.clone(), f.clone());
             }
             tasks.push(Task {
@@ -809,6 +929,7 @@ impl Core {
             error!("ignoring a framework: {e}");
             return;
         }
+        self.unknown_frameworks.remove(&f.id);
         if self.frameworks.get(&f.id) != Some(&f) {
             self.writer.submit(self.checkpoint.framework_op(&f), None);
             self.frameworks.insert(f.id.clone(), f);
@@ -1336,6 +1457,7 @@ impl Core {
             .collect();
         for f in unused {
             self.frameworks.remove(&f);
+            self.unknown_frameworks.remove(&f);
             self.writer
                 .submit(self.checkpoint.remove_framework_op(&f), None);
         }
