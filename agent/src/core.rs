@@ -495,6 +495,20 @@ impl Core {
         Ok((core, CoreHandle { tx }, agent_id_rx))
     }
 
+    /// Whether the agent has room for `task` beside the tasks it runs.
+    fn check_room(&self, task: &agora_proto::v1::TaskInfo) -> Result<(), String> {
+        let running: Vec<Resources> = self
+            .tasks
+            .values()
+            .filter(|e| e.phase != Phase::Ended)
+            .filter_map(|e| e.launch.as_ref()?.task.as_ref())
+            .filter_map(|t| Resources::from_proto(&t.resources).ok())
+            .collect();
+        let wanted = Resources::from_proto(&task.resources)
+            .map_err(|e| format!("the task's resources are invalid: {e}"))?;
+        crate::limits::check_room(&self.settings.resources, &running, &wanted)
+    }
+
     /// The container a task ran in, found by its sandbox (whose name is
     /// the container id), when its container record is lost.
     fn container_from_sandbox(
@@ -973,6 +987,29 @@ impl Core {
             .checkpoint
             .layout()
             .sandbox_dir(&key.0, &key.1, container_id.as_str());
+        // A task beyond what the agent has free is refused before anything
+        // of it is recorded (the master offers only what is free: this
+        // catches a master and an agent that disagree).
+        if let Err(why) = self.check_room(&info) {
+            warn!("refusing the launch: {why}");
+            self.tasks.insert(
+                key.clone(),
+                TaskEntry {
+                    launch: Some(launch),
+                    container: None,
+                    sandbox: None,
+                    phase: Phase::Ended,
+                    stream: UpdateStream::new(self.settings.retry),
+                    pid: None,
+                    healthy: None,
+                    ready: None,
+                    health: None,
+                    recorded: false,
+                },
+            );
+            self.end_task(&key, Termination::Refused { message: why });
+            return;
+        }
         let record = ContainerRecord {
             container_id: container_id.to_string(),
             containerizer: self.containerizer.name_for(&info).to_string(),

@@ -36,6 +36,7 @@ mod core;
 mod error;
 pub mod health;
 mod http;
+mod limits;
 mod metrics;
 mod paths;
 mod procfs;
@@ -219,6 +220,7 @@ async fn start_agent(
         resources = %settings.resources,
         "starting the agent"
     );
+    info!("limits: {}", limits::describe());
     let (containerizer, containerizers, docker_host) = match containerizer {
         Some(c) => {
             let name = c.name();

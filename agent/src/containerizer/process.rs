@@ -27,7 +27,9 @@ use super::{
 use crate::checkpoint::{list_dir, remove_dir_all_if_exists, write_atomic};
 use crate::error::AgentError;
 use crate::procfs::{boot_id, may_signal_group, read_stat};
-use crate::supervisor::{LOG_FILE, SPEC_FILE, StatusRecord, SupervisorRecord, SupervisorSpec};
+use crate::supervisor::{
+    LOG_FILE, SPEC_FILE, StatusRecord, SupervisorRecord, SupervisorSpec, TaskUser,
+};
 
 /// How long a new supervisor may take to start the task before the launch
 /// is given up.
@@ -108,17 +110,23 @@ impl ProcessContainerizer {
             .as_ref()
             .ok_or_else(|| AgentError::Launch("the task has no command".into()))?;
         let (program, argv) = command_argv(command).map_err(AgentError::Launch)?;
-        if !command.user.is_empty() {
-            tracing::warn!(user = %command.user,
-                "the task asks to run as another user; it runs as the agent's user (switching users is not supported yet)");
+        let mut env = task_environment(request, |k| std::env::var(k).ok());
+        let user = task_user(&command.user, &request.sandbox)?;
+        if let Some(u) = &user {
+            set_var(&mut env, "USER", u.name.clone());
+            set_var(&mut env, "LOGNAME", u.name.clone());
         }
+        let resources =
+            agora_proto::Resources::from_proto(&request.task.resources).unwrap_or_default();
         let spec = SupervisorSpec {
             program,
             argv,
-            env: task_environment(request, |k| std::env::var(k).ok()),
+            env,
             cwd: request.sandbox.clone(),
             stdout: request.sandbox.join("stdout"),
             stderr: request.sandbox.join("stderr"),
+            memory_limit_bytes: crate::limits::memory_limit_bytes(&resources),
+            user,
         };
         let run_dir = self.run_dir(&request.container_id);
         let bytes = serde_json::to_vec_pretty(&spec).unwrap_or_default();
@@ -203,6 +211,45 @@ impl ProcessContainerizer {
             );
         }
     }
+}
+
+/// The user a task runs as: the one its command names, when the agent runs
+/// as root (its sandbox is then given to that user); `None` for the agent's
+/// own user. An unknown user is the task's mistake (`TASK_ERROR`).
+fn task_user(name: &str, sandbox: &Path) -> Result<Option<TaskUser>, AgentError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let me = nix::unistd::geteuid();
+    if !me.is_root() {
+        let mine = nix::unistd::User::from_uid(me)
+            .ok()
+            .flatten()
+            .is_some_and(|u| u.name == name);
+        if !mine {
+            tracing::warn!(user = %name,
+                "the task asks to run as another user; the agent is not root, so it runs as the agent's user");
+        }
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|e| AgentError::Launch(format!("cannot look up the user `{name}`: {e}")))?
+        .ok_or_else(|| {
+            AgentError::Refused(format!(
+                "the task's user `{name}` does not exist on this agent"
+            ))
+        })?;
+    nix::unistd::chown(sandbox, Some(user.uid), Some(user.gid)).map_err(|e| {
+        AgentError::Launch(format!(
+            "cannot give the sandbox {} to the user `{name}`: {e}",
+            sandbox.display()
+        ))
+    })?;
+    Ok(Some(TaskUser {
+        name: name.to_string(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    }))
 }
 
 /// Sleeps for `d`, or less if the supervisor is reaped meanwhile.

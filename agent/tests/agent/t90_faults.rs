@@ -455,3 +455,110 @@ async fn damaged_checkpoint_files_do_not_kill_running_tasks() {
     second.start_kill().unwrap();
     second.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_process_task_over_its_memory_limit_is_killed_and_reported_so() {
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(config(&master, dir.path())).await;
+    agent.wait_id().await;
+    // 32 MB allowed; `tail` keeps the whole zero-filled "line" in memory.
+    let hog = shell_task("hog", "head -c 400m /dev/zero | tail | sleep 600");
+    master.launch(&framework("f1"), vec![hog]);
+    let failed = master.wait_update("hog", TaskState::TaskFailed).await;
+    assert_eq!(
+        failed.reason(),
+        agora_proto::v1::StatusReason::ReasonContainerLimitationMemory,
+        "{failed:?}"
+    );
+    assert!(
+        failed.message.contains("Memory limit"),
+        "{}",
+        failed.message
+    );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_launch_beyond_the_agents_free_resources_is_refused() {
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(config(&master, dir.path())).await;
+    agent.wait_id().await;
+    let mut big = shell_task("big", RUN_UNTIL_SANDBOX_GONE);
+    big.resources = agora_proto::Resources::parse("cpus:1.5;mem:64")
+        .unwrap()
+        .to_proto();
+    let mut second = big.clone();
+    second.task_id = "second".into();
+    master.launch(&framework("f1"), vec![big]);
+    master.wait_update("big", TaskState::TaskRunning).await;
+    master.launch(&framework("f1"), vec![second]);
+    let refused = master.wait_update("second", TaskState::TaskError).await;
+    assert_eq!(
+        refused.reason(),
+        agora_proto::v1::StatusReason::ReasonTaskInvalid
+    );
+    assert!(
+        refused.message.contains("asks for cpus:1.5;mem:64")
+            && refused.message.contains("cpus:0.5"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        !dir.path().join("meta/frameworks/f1/tasks/second").exists(),
+        "nothing of a refused launch is recorded"
+    );
+    // Once the first has ended, there is room again.
+    master.kill("f1", "big", Some(0.0));
+    master.wait_update("big", TaskState::TaskKilled).await;
+    let mut third = shell_task("third", "true");
+    third.resources = agora_proto::Resources::parse("cpus:1.5;mem:64")
+        .unwrap()
+        .to_proto();
+    master.launch(&framework("f1"), vec![third]);
+    master.wait_update("third", TaskState::TaskFinished).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_runs_as_its_user_when_the_agent_is_root() {
+    if !nix::unistd::geteuid().is_root() {
+        let how = "the agent is not root here: tasks cannot switch users";
+        if std::env::var("AGORA_TEST_STRICT").is_ok_and(|v| v == "1") {
+            panic!("{how} (AGORA_TEST_STRICT=1: this test needs it)");
+        }
+        eprintln!("skipping: {how}");
+        return;
+    }
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The user must be able to reach its sandbox.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let agent = TestAgent::start(config(&master, dir.path())).await;
+    agent.wait_id().await;
+    let mut mine = shell_task("mine", "id -un; touch made-here");
+    mine.command.as_mut().unwrap().user = "nobody".into();
+    let mut unknown = shell_task("unknown", "true");
+    unknown.command.as_mut().unwrap().user = "no-such-user-here".into();
+    master.launch(&framework("f1"), vec![mine, unknown]);
+    master.wait_update("mine", TaskState::TaskFinished).await;
+    let out = reqwest::get(agent.url("/tasks/mine/logs?stream=stdout"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(out.trim(), "nobody");
+    let error = master.wait_update("unknown", TaskState::TaskError).await;
+    assert!(
+        error.message.contains("`no-such-user-here` does not exist"),
+        "{}",
+        error.message
+    );
+    agent.stop().await;
+}
