@@ -235,6 +235,8 @@ pub(crate) struct Core {
     /// Tasks whose update stream could not be checkpointed: when to try
     /// again.
     persist_retry: BTreeMap<TaskKey, Instant>,
+    /// Launches in progress: a kill cancels them.
+    launching: BTreeMap<TaskKey, CancellationToken>,
     /// The writer's word on update checkpoints (unbounded: the writer
     /// thread never waits for the actor).
     persisted_tx: mpsc::UnboundedSender<Persisted>,
@@ -300,6 +302,7 @@ impl Core {
             writer,
             metrics,
             persist_retry: BTreeMap::new(),
+            launching: BTreeMap::new(),
             persisted_tx,
             persisted_rx,
             health,
@@ -1075,8 +1078,12 @@ impl Core {
         let tx = self.tx.clone();
         let token = self.shutdown.clone();
         let metrics = self.metrics.clone();
+        let cancel = CancellationToken::new();
+        self.launching.insert(key.clone(), cancel.clone());
         self.tracker.spawn(
             async move {
+                let cid = container_id.clone();
+                let c2 = c.clone();
                 let launch = async {
                     for saved in [saved_task, saved_container] {
                         match saved.await {
@@ -1092,6 +1099,16 @@ impl Core {
                 };
                 tokio::select! {
                     _ = token.cancelled() => {}
+                    _ = cancel.cancelled() => {
+                        // A kill came during the launch: whatever of the
+                        // container was made goes.
+                        let _ = c2.kill(&cid, Duration::ZERO).await;
+                        let _ = c2.remove(&cid).await;
+                        let result = Err(AgentError::Launch(
+                            "the launch was cancelled by a kill".into(),
+                        ));
+                        let _ = tx.send(Command::Launched { key, container_id, result }).await;
+                    }
                     result = launch => {
                         let _ = tx.send(Command::Launched { key, container_id, result }).await;
                     }
@@ -1107,6 +1124,7 @@ impl Core {
         container_id: &ContainerId,
         result: Result<Launched, AgentError>,
     ) {
+        self.launching.remove(key);
         let current = self.tasks.get(key).is_some_and(|e| {
             e.phase == Phase::Launching && e.container_id().as_ref() == Some(container_id)
         });
@@ -1284,6 +1302,9 @@ impl Core {
         info!(?grace, "killing the task");
         if running {
             self.spawn_kill_after(key, grace, Some(saved));
+        } else if let Some(cancel) = self.launching.get(key) {
+            // A launch in progress (a Docker pull, say) is not waited for.
+            cancel.cancel();
         }
         // A task still launching is killed as soon as its launch finishes.
     }

@@ -339,6 +339,7 @@ async fn containerizers(
                         volume_roots: config.docker_volume_roots.clone(),
                         allow_privileged: config.docker_allow_privileged,
                         remove_delay: config.docker_remove_delay,
+                        launch_timeout: config.docker_launch_timeout,
                         work_dir: layout.root().to_path_buf(),
                     },
                     shutdown.clone(),

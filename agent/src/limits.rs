@@ -22,7 +22,7 @@ pub const MEMORY_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from
 /// The memory limit of a task (its `mem`, in MB), in bytes.
 pub fn memory_limit_bytes(resources: &Resources) -> Option<u64> {
     let mb = resources.mem().as_f64();
-    (mb.is_finite() && mb > 0.0).then(|| (mb * 1024.0 * 1024.0) as u64)
+    (mb.is_finite() && mb > 0.0).then_some((mb * 1024.0 * 1024.0) as u64)
 }
 
 /// Whether `task` fits in what `running` leaves of `total` (reservations

@@ -562,3 +562,124 @@ async fn a_task_runs_as_its_user_when_the_agent_is_root() {
     );
     agent.stop().await;
 }
+
+/// A Docker daemon that answers what an agent asks at start, says it has no
+/// images, and never answers a pull: a hanging registry, at the Docker
+/// client seam (the real daemon is left alone).
+async fn hanging_docker(socket: &Path) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // One request: its head, then its body.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    while buf.len() < head_end + length {
+                        let mut chunk = [0u8; 4096];
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + length);
+                    let line = head.lines().next().unwrap_or("").to_string();
+                    let path = line.split(' ').nth(1).unwrap_or("");
+                    let (status, body) = if path.contains("/images/create") {
+                        // The pull that never ends.
+                        std::future::pending::<()>().await;
+                        unreachable!()
+                    } else if path.ends_with("/version") {
+                        (
+                            "200 OK",
+                            r#"{"ApiVersion":"1.43","Version":"24.0.0","MinAPIVersion":"1.12"}"#,
+                        )
+                    } else if path.contains("/_ping") {
+                        ("200 OK", "OK")
+                    } else if path.contains("/containers/json") {
+                        ("200 OK", "[]")
+                    } else {
+                        ("404 Not Found", r#"{"message":"no such thing here"}"#)
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if conn.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn pulling_task(id: &str) -> agora_proto::v1::TaskInfo {
+    use agora_proto::v1::{ContainerInfo, container_info};
+    let mut container = ContainerInfo {
+        docker: Some(container_info::DockerInfo {
+            image: "agora-test/never-pulled:1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    container.set_type(container_info::Type::Docker);
+    let mut t = shell_task(id, "true");
+    t.container = Some(container);
+    t
+}
+
+#[tokio::test]
+async fn a_docker_launch_that_hangs_is_cancelled_by_a_kill_and_given_up_at_its_deadline() {
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    hanging_docker(&socket).await;
+    let mut cfg = config(&master, &dir.path().join("work"));
+    cfg.containerizers = Some(vec![
+        agora_agent::ContainerizerKind::Docker,
+        agora_agent::ContainerizerKind::Process,
+    ]);
+    cfg.docker_host = Some(format!("unix://{}", socket.display()));
+    cfg.docker_launch_timeout = Duration::from_secs(3);
+    let agent = TestAgent::start(cfg).await;
+    agent.wait_id().await;
+    master.launch(
+        &framework("f1"),
+        vec![pulling_task("killed"), pulling_task("too-slow")],
+    );
+    master.wait_update("killed", TaskState::TaskStarting).await;
+    master.kill("f1", "killed", Some(0.0));
+    let killed = master.wait_update("killed", TaskState::TaskKilled).await;
+    assert_eq!(
+        killed.reason(),
+        agora_proto::v1::StatusReason::ReasonTaskKilledDuringLaunch,
+        "{killed:?}"
+    );
+    let failed = master.wait_update("too-slow", TaskState::TaskFailed).await;
+    assert!(
+        failed.message.contains("did not start within 3s"),
+        "{}",
+        failed.message
+    );
+    agent.stop().await;
+}

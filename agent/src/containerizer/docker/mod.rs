@@ -112,6 +112,8 @@ pub struct DockerSettings {
     /// How long an ended container is kept after its task's final status
     /// was acknowledged.
     pub remove_delay: Duration,
+    /// How long a launch (pull included) may take.
+    pub launch_timeout: Duration,
     /// The agent's work directory (containers are labelled with it).
     pub work_dir: PathBuf,
 }
@@ -133,6 +135,7 @@ struct Inner {
     docker: Docker,
     rules: SpecRules,
     remove_delay: Duration,
+    launch_timeout: Duration,
     /// `<work_dir>/docker`.
     state_dir: PathBuf,
     containers: Mutex<HashMap<ContainerId, Watched>>,
@@ -169,6 +172,7 @@ impl DockerContainerizer {
                     work_dir: work_dir.to_string_lossy().into_owned(),
                 },
                 remove_delay: settings.remove_delay,
+                launch_timeout: settings.launch_timeout,
                 state_dir: work_dir.join("docker"),
                 containers: Mutex::new(HashMap::new()),
                 shutdown,
@@ -600,26 +604,8 @@ async fn signal(docker: &Docker, name: &str, signal: &str) -> Result<(), AgentEr
     }
 }
 
-#[async_trait]
-impl Containerizer for DockerContainerizer {
-    fn name(&self) -> &'static str {
-        "docker"
-    }
-
-    fn supports(&self, task: &TaskInfo) -> bool {
-        is_docker_task(task.container.as_ref())
-    }
-
-    async fn recover(&self, known: Vec<KnownContainer>) -> Result<Vec<Recovered>, AgentError> {
-        let mut out = Vec::with_capacity(known.len());
-        for k in &known {
-            out.push(self.recover_one(k).await);
-        }
-        self.remove_orphans(&known).await?;
-        Ok(out)
-    }
-
-    async fn launch(&self, request: LaunchRequest) -> Result<Launched, AgentError> {
+impl DockerContainerizer {
+    async fn launch_in_time(&self, request: LaunchRequest) -> Result<Launched, AgentError> {
         let spec = container_spec(&request, &self.inner.rules).map_err(AgentError::Refused)?;
         self.ensure_image(&spec.image, spec.force_pull).await?;
         let docker = &self.inner.docker;
@@ -657,7 +643,43 @@ impl Containerizer for DockerContainerizer {
         self.watch(&request.container_id, spec.name.clone(), request.sandbox);
         Ok(launched(pid, &spec.name))
     }
+}
 
+#[async_trait]
+impl Containerizer for DockerContainerizer {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn supports(&self, task: &TaskInfo) -> bool {
+        is_docker_task(task.container.as_ref())
+    }
+
+    async fn recover(&self, known: Vec<KnownContainer>) -> Result<Vec<Recovered>, AgentError> {
+        let mut out = Vec::with_capacity(known.len());
+        for k in &known {
+            out.push(self.recover_one(k).await);
+        }
+        self.remove_orphans(&known).await?;
+        Ok(out)
+    }
+
+    /// Launches within `launch_timeout` (pull included); a launch that
+    /// takes longer is given up and its container removed.
+    async fn launch(&self, request: LaunchRequest) -> Result<Launched, AgentError> {
+        let id = request.container_id.clone();
+        let limit = self.inner.launch_timeout;
+        match tokio::time::timeout(limit, self.launch_in_time(request)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = self.remove_container(&id).await;
+                Err(AgentError::Launch(format!(
+                    "the container did not start within {limit:?} (its image pull included; \
+                     see the agent's docker_launch_timeout)"
+                )))
+            }
+        }
+    }
     async fn wait(&self, id: &ContainerId) -> Result<Termination, AgentError> {
         let mut ended = self.lookup(id)?.ended;
         loop {
