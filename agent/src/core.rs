@@ -435,6 +435,19 @@ impl Core {
                         },
                     ));
                 }
+                (Some(_), _, Some(by)) if by == "docker" => {
+                    // Its container may well run on: lost, not failed.
+                    core.end_task(
+                        &key,
+                        Termination::Lost {
+                            message: "it runs in a Docker container, and Docker is not \
+                                      available to this agent since its restart (see the \
+                                      agent's log), so its container is not followed; it \
+                                      may still run"
+                                .into(),
+                        },
+                    );
+                }
                 (Some(_), _, Some(by)) => {
                     core.end_task(
                         &key,
@@ -1297,12 +1310,16 @@ impl Core {
             .writer
             .submit_waited(self.checkpoint.container_op(&key.0, &key.1, record));
         let running = e.phase == Phase::Running;
+        // A Docker launch (its pull may take long, or hang) is cancelled by
+        // a kill; a process launch takes moments and is killed, with its
+        // grace period, once it runs.
+        let cancel_launch = record.containerizer == "docker";
         // No more checks once a task is on its way out (as in Mesos).
         self.health.stop(key);
         info!(?grace, "killing the task");
         if running {
             self.spawn_kill_after(key, grace, Some(saved));
-        } else if let Some(cancel) = self.launching.get(key) {
+        } else if cancel_launch && let Some(cancel) = self.launching.get(key) {
             // A launch in progress (a Docker pull, say) is not waited for.
             cancel.cancel();
         }

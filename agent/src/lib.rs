@@ -305,7 +305,7 @@ async fn containerizers(
     let (kinds, docker) = match &config.containerizers {
         Some(kinds) => {
             let docker = if kinds.contains(&ContainerizerKind::Docker) {
-                Some(containerizer::connect_docker(&host).await?)
+                Some(connect_docker_waiting(&host, config.docker_wait, &shutdown).await?)
             } else {
                 None
             };
@@ -360,6 +360,39 @@ async fn containerizers(
         Arc::new(ComposingContainerizer::new(members))
     };
     Ok((containerizer, names, docker_host))
+}
+
+/// Connects to the Docker daemon, trying again (every second at most) for
+/// up to `wait` while it does not answer.
+async fn connect_docker_waiting(
+    host: &str,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) -> Result<bollard::Docker, AgentError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match containerizer::connect_docker(host).await {
+            Ok(d) => return Ok(d),
+            Err(AgentError::DockerUnavailable { host, reason })
+                if tokio::time::Instant::now() + delay > deadline =>
+            {
+                return Err(AgentError::DockerUnavailable {
+                    host,
+                    reason: format!("{reason} (waited {wait:?})"),
+                });
+            }
+            Err(AgentError::DockerUnavailable { reason, .. }) => {
+                tracing::warn!(retry_in = ?delay, "the Docker daemon does not answer: {reason}");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(AgentError::Stopped),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// Starts an agent and runs it until `shutdown` is cancelled.

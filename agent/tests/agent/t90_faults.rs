@@ -566,11 +566,15 @@ async fn a_task_runs_as_its_user_when_the_agent_is_root() {
 /// A Docker daemon that answers what an agent asks at start, says it has no
 /// images, and never answers a pull: a hanging registry, at the Docker
 /// client seam (the real daemon is left alone).
-async fn hanging_docker(socket: &Path) {
+/// Container inspections fail with 500 (and are counted in `inspects`).
+async fn hanging_docker(socket: &Path) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::UnixListener::bind(socket).unwrap();
+    let inspects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = inspects.clone();
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
+            let counter = counter.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
@@ -617,6 +621,12 @@ async fn hanging_docker(socket: &Path) {
                         ("200 OK", "OK")
                     } else if path.contains("/containers/json") {
                         ("200 OK", "[]")
+                    } else if path.contains("/containers/") && path.contains("/json") {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        (
+                            "500 Internal Server Error",
+                            r#"{"message":"the daemon is having a bad day"}"#,
+                        )
                     } else {
                         ("404 Not Found", r#"{"message":"no such thing here"}"#)
                     };
@@ -631,6 +641,7 @@ async fn hanging_docker(socket: &Path) {
             });
         }
     });
+    inspects
 }
 
 fn pulling_task(id: &str) -> agora_proto::v1::TaskInfo {
@@ -682,4 +693,109 @@ async fn a_docker_launch_that_hangs_is_cancelled_by_a_kill_and_given_up_at_its_d
         failed.message
     );
     agent.stop().await;
+}
+
+/// A checkpoint of a Docker task that runs (as an agent would have left it).
+fn checkpointed_docker_task(work: &Path, task_id: &str) {
+    use prost::Message;
+    let meta = work.join("meta");
+    std::fs::create_dir_all(meta.join("frameworks/f1/tasks").join(task_id)).unwrap();
+    std::fs::write(meta.join("agent.json"), br#"{"agent_id": "fake-S7"}"#).unwrap();
+    std::fs::write(
+        meta.join("frameworks/f1/framework.pb"),
+        framework("f1").encode_to_vec(),
+    )
+    .unwrap();
+    let launch = agora_proto::v1::LaunchTask {
+        framework_id: "f1".into(),
+        task: Some(pulling_task(task_id)),
+        role: "*".into(),
+    };
+    let dir = meta.join("frameworks/f1/tasks").join(task_id);
+    std::fs::write(dir.join("task.pb"), launch.encode_to_vec()).unwrap();
+    let cid = "0b5c6c0e-52a6-4c1e-9a53-3d3f5d1f0a11";
+    std::fs::write(
+        dir.join("container.json"),
+        format!(r#"{{"container_id": "{cid}", "containerizer": "docker"}}"#),
+    )
+    .unwrap();
+    std::fs::create_dir_all(work.join("sandboxes/f1").join(task_id).join(cid)).unwrap();
+}
+
+#[tokio::test]
+async fn docker_tasks_are_lost_not_failed_when_docker_is_unavailable_at_a_restart() {
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    checkpointed_docker_task(&work, "boxed");
+    // Nothing answers there: the agent starts with the process
+    // containerizer alone.
+    let mut cfg = config(&master, &work);
+    cfg.docker_host = Some(format!(
+        "unix://{}",
+        dir.path().join("nothing.sock").display()
+    ));
+    let agent = TestAgent::start(cfg).await;
+    let lost = master.wait_update("boxed", TaskState::TaskLost).await;
+    assert!(
+        lost.message.contains("Docker is not available") && lost.message.contains("may still run"),
+        "{}",
+        lost.message
+    );
+    assert!(
+        !updates_of(&master.seen(), "boxed")
+            .iter()
+            .any(|s| s.state() == TaskState::TaskFailed)
+    );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn docker_errors_at_recovery_are_retried_then_the_task_is_lost_not_failed() {
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let inspects = hanging_docker(&socket).await;
+    let work = dir.path().join("work");
+    checkpointed_docker_task(&work, "boxed");
+    let mut cfg = config(&master, &work);
+    cfg.containerizers = Some(vec![
+        agora_agent::ContainerizerKind::Docker,
+        agora_agent::ContainerizerKind::Process,
+    ]);
+    cfg.docker_host = Some(format!("unix://{}", socket.display()));
+    let agent = TestAgent::start(cfg).await;
+    let lost = master.wait_update("boxed", TaskState::TaskLost).await;
+    assert!(
+        lost.message.contains("cannot inspect its Docker container")
+            && lost.message.contains("bad day"),
+        "{}",
+        lost.message
+    );
+    assert!(
+        inspects.load(std::sync::atomic::Ordering::SeqCst) >= 6,
+        "the inspection was tried again"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_told_to_use_docker_waits_for_it_then_says_why_it_cannot_start() {
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&master, &dir.path().join("work"));
+    cfg.containerizers = Some(vec![agora_agent::ContainerizerKind::Docker]);
+    cfg.docker_host = Some(format!(
+        "unix://{}",
+        dir.path().join("nothing.sock").display()
+    ));
+    cfg.docker_wait = Duration::from_secs(1);
+    let err = match agora_agent::start(cfg, tokio_util::sync::CancellationToken::new()).await {
+        Ok(_) => panic!("the agent started without Docker"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("cannot reach the Docker daemon") && err.contains("waited 1s"),
+        "{err}"
+    );
 }

@@ -102,6 +102,10 @@ pub async fn connect_docker(host: &str) -> Result<Docker, AgentError> {
     }
 }
 
+/// How often recovery asks Docker about a container before it gives up
+/// (about 6 s with the backoff).
+const RECOVER_ATTEMPTS: u32 = 6;
+
 /// How the agent runs Docker tasks.
 #[derive(Clone, Debug)]
 pub struct DockerSettings {
@@ -310,12 +314,27 @@ impl DockerContainerizer {
     /// What became of one container the agent knew.
     async fn recover_one(&self, k: &KnownContainer) -> Recovered {
         let name = container_name(k.container_id.as_str());
-        let state = match self
-            .inner
-            .docker
-            .inspect_container(&name, None::<InspectContainerOptions>)
-            .await
-        {
+        // Errors other than "no such container" may pass: tried again,
+        // with backoff, for a few seconds.
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        let inspected = loop {
+            match self
+                .inner
+                .docker
+                .inspect_container(&name, None::<InspectContainerOptions>)
+                .await
+            {
+                Err(e) if !is_not_found(&e) && attempt < RECOVER_ATTEMPTS => {
+                    warn!(container = %name, attempt, "cannot inspect the container: {}; trying again", daemon_message(&e));
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        let state = match inspected {
             Ok(c) => c.state.unwrap_or_default(),
             Err(e) if is_not_found(&e) => {
                 return Recovered::Ended(Termination::Vanished {
@@ -326,9 +345,10 @@ impl DockerContainerizer {
                 });
             }
             Err(e) => {
-                return Recovered::Ended(Termination::Vanished {
+                return Recovered::Ended(Termination::Lost {
                     message: format!(
-                        "cannot inspect its Docker container {name}: {}",
+                        "cannot inspect its Docker container {name} ({RECOVER_ATTEMPTS} tries): \
+                         {}; it may still run",
                         daemon_message(&e)
                     ),
                 });
