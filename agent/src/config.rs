@@ -67,6 +67,13 @@ pub struct AgentConfig {
     /// kept after its task's final status was acknowledged. Its stdout and
     /// stderr stay in the sandbox for `sandbox_gc_delay` either way.
     pub docker_remove_delay: Duration,
+    /// How long a Docker launch (image pull included) may take before it is
+    /// given up (`TASK_FAILED`, and the container removed).
+    pub docker_launch_timeout: Duration,
+    /// With `containerizers` naming `docker`: how long the agent waits at
+    /// start for a Docker daemon that does not answer (trying again) before
+    /// it gives up starting.
+    pub docker_wait: Duration,
     /// How many health and readiness checks may run at once on this agent
     /// (more that are due wait, and start late).
     pub health_check_concurrency: usize,
@@ -157,6 +164,8 @@ impl AgentConfig {
             docker_volume_roots: Vec::new(),
             docker_allow_privileged: false,
             docker_remove_delay: Duration::from_secs(3600),
+            docker_launch_timeout: Duration::from_secs(600),
+            docker_wait: Duration::from_secs(30),
             health_check_concurrency: DEFAULT_HEALTH_CHECK_CONCURRENCY,
         }
     }

@@ -6,7 +6,7 @@
 //! Every change is checkpointed before it is acted on or reported, so a
 //! restarted agent can pick up where this one stopped ([`Core::recover`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,7 +24,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::checkpoint::{
-    Checkpoint, ContainerRecord, HealthRecord, KillRecord, list_dir, remove_dir_all_if_exists,
+    Checkpoint, ContainerRecord, HealthRecord, KillRecord, Writer, list_dir,
+    remove_dir_all_if_exists,
 };
 use crate::containerizer::{
     ContainerId, Containerizer, KnownContainer, LaunchRequest, Launched, Recovered, Termination,
@@ -32,6 +33,7 @@ use crate::containerizer::{
 use crate::error::AgentError;
 use crate::health::stats::HealthStatsView;
 use crate::health::{HealthChecks, HealthEvent, Start};
+use crate::metrics::{AgentMetrics, Counts};
 use crate::paths::validate_id;
 use crate::status_update::{AckOutcome, RetryPolicy, UpdateStream};
 use crate::task::{Outcome, Phase, TaskEntry, TaskKey, new_status, outcome, progress};
@@ -65,6 +67,8 @@ pub(crate) enum Command {
         session: u64,
         registered: AgentRegistered,
         outbound: mpsc::UnboundedSender<AgentMessage>,
+        /// Whether the agent took the id (it could checkpoint it).
+        accepted: oneshot::Sender<Result<(), String>>,
     },
     /// The master refused the agent.
     Refused { session: u64, message: String },
@@ -92,6 +96,8 @@ pub(crate) enum Command {
     },
     /// `/state`.
     State { reply: oneshot::Sender<StateView> },
+    /// The counts `/metrics` shows.
+    Counts { reply: oneshot::Sender<Counts> },
     /// Where a task's sandbox is (for its logs).
     Sandbox {
         task_id: String,
@@ -133,6 +139,10 @@ impl CoreHandle {
 
     pub async fn state(&self) -> Result<StateView, AgentError> {
         self.ask(|reply| Command::State { reply }).await
+    }
+
+    pub async fn counts(&self) -> Result<Counts, AgentError> {
+        self.ask(|reply| Command::Counts { reply }).await
     }
 
     pub async fn sandbox(
@@ -194,6 +204,14 @@ pub(crate) struct TaskView {
     pub ready: Option<bool>,
 }
 
+/// A task's update stream was checkpointed up to update `upto` (or the
+/// write failed).
+pub(crate) struct Persisted {
+    key: TaskKey,
+    upto: u64,
+    result: Result<(), String>,
+}
+
 /// The master session the core may send on.
 struct Session {
     id: u64,
@@ -211,10 +229,26 @@ struct Garbage {
 pub(crate) struct Core {
     settings: Arc<Settings>,
     checkpoint: Checkpoint,
+    /// Does the checkpoint writes, off this actor's loop.
+    writer: Writer,
+    metrics: AgentMetrics,
+    /// Tasks whose update stream could not be checkpointed: when to try
+    /// again.
+    persist_retry: BTreeMap<TaskKey, Instant>,
+    /// Launches in progress: a kill cancels them.
+    launching: BTreeMap<TaskKey, CancellationToken>,
+    /// The writer's word on update checkpoints (unbounded: the writer
+    /// thread never waits for the actor).
+    persisted_tx: mpsc::UnboundedSender<Persisted>,
+    persisted_rx: mpsc::UnboundedReceiver<Persisted>,
     containerizer: Arc<dyn Containerizer>,
     agent_id: Option<String>,
     agent_id_tx: watch::Sender<Option<String>>,
     frameworks: BTreeMap<String, FrameworkInfo>,
+    /// Frameworks whose checkpointed info was damaged: known by id only
+    /// (taken to checkpoint, and not sent to the master) until the master
+    /// sends their info again.
+    unknown_frameworks: BTreeSet<String>,
     tasks: BTreeMap<TaskKey, TaskEntry>,
     completed: VecDeque<TaskView>,
     garbage: Vec<Garbage>,
@@ -236,9 +270,15 @@ impl Core {
         settings: Settings,
         checkpoint: Checkpoint,
         containerizer: Arc<dyn Containerizer>,
+        metrics: AgentMetrics,
         shutdown: CancellationToken,
     ) -> Result<(Core, CoreHandle, watch::Receiver<Option<String>>), AgentError> {
         let state = checkpoint.recover()?;
+        let observed = metrics.clone();
+        let writer = Writer::start(move |r| match r {
+            Ok(n) => observed.checkpoint_ok(n),
+            Err(e) => observed.checkpoint_failed(e),
+        });
         for s in &state.skipped {
             warn!("skipped while recovering: {s}");
         }
@@ -246,6 +286,7 @@ impl Core {
             tracing::Span::current().record("agent_id", id.as_str());
         }
         let (tx, rx) = mpsc::channel(1024);
+        let (persisted_tx, persisted_rx) = mpsc::unbounded_channel();
         let (agent_id_tx, agent_id_rx) = watch::channel(state.agent_id.clone());
         let tracker = TaskTracker::new();
         let health = HealthChecks::spawn(
@@ -258,11 +299,18 @@ impl Core {
         let mut core = Core {
             settings: Arc::new(settings),
             checkpoint,
+            writer,
+            metrics,
+            persist_retry: BTreeMap::new(),
+            launching: BTreeMap::new(),
+            persisted_tx,
+            persisted_rx,
             health,
             containerizer,
             agent_id: state.agent_id,
             agent_id_tx,
             frameworks: state.frameworks,
+            unknown_frameworks: BTreeSet::new(),
             tasks: BTreeMap::new(),
             completed: VecDeque::new(),
             garbage: Vec::new(),
@@ -273,13 +321,50 @@ impl Core {
             shutdown,
         };
 
+        // A framework whose info is lost still has its tasks: they are
+        // kept (as if it checkpointed) until the master tells more.
+        for t in &state.tasks {
+            let fid = &t.launch.framework_id;
+            if !core.frameworks.contains_key(fid) {
+                warn!(framework_id = %fid, damaged = state.damaged_frameworks.contains(fid),
+                    "the framework's checkpointed info is missing; keeping its tasks");
+                core.frameworks.insert(
+                    fid.clone(),
+                    FrameworkInfo {
+                        id: fid.clone(),
+                        checkpoint: true,
+                        ..Default::default()
+                    },
+                );
+                core.unknown_frameworks.insert(fid.clone());
+            }
+        }
+
         // Containers to look for, with the task each belongs to.
         let mut known: Vec<(TaskKey, KnownContainer)> = Vec::new();
-        for t in state.tasks {
-            let Some(info) = t.launch.task.as_ref() else {
+        // Tasks whose container record was damaged and rebuilt from the
+        // sandbox they ran in.
+        let mut rebuilt: BTreeSet<TaskKey> = BTreeSet::new();
+        for mut t in state.tasks {
+            let Some(info) = t.launch.task.clone() else {
                 continue;
             };
             let key: TaskKey = (t.launch.framework_id.clone(), info.task_id.clone());
+            let mut lost: Option<String> = None;
+            if t.container_damaged {
+                match core.container_from_sandbox(&key, &info) {
+                    Ok(record) => {
+                        let _span = task_span(&key).entered();
+                        warn!(container_id = %record.container_id,
+                            "the task's container record was damaged; found its container by its sandbox");
+                        core.writer
+                            .submit(core.checkpoint.container_op(&key.0, &key.1, &record), None);
+                        t.container = Some(record);
+                        rebuilt.insert(key.clone());
+                    }
+                    Err(why) => lost = Some(why),
+                }
+            }
             let stream = UpdateStream::from_records(t.updates, core.settings.retry);
             let container_id = t
                 .container
@@ -307,7 +392,24 @@ impl Core {
                 healthy,
                 ready,
                 health: t.health,
+                recorded: true,
             };
+            if let Some(why) = lost.filter(|_| !entry.stream.has_terminal()) {
+                core.tasks.insert(key.clone(), entry);
+                let _span = task_span(&key).entered();
+                warn!("{why}");
+                core.emit(
+                    &key,
+                    Outcome {
+                        state: TaskState::TaskLost,
+                        reason: StatusReason::ReasonAgentRestarted,
+                        message: format!("The agent lost track of the task: {why}"),
+                        exit_code: None,
+                    },
+                );
+                core.set_phase(&key, Phase::Ended);
+                continue;
+            }
             if entry.stream.is_complete() {
                 core.tasks.insert(key.clone(), entry);
                 core.finish(&key);
@@ -332,6 +434,19 @@ impl Core {
                             checkpoint: checkpoint_data,
                         },
                     ));
+                }
+                (Some(_), _, Some(by)) if by == "docker" => {
+                    // Its container may well run on: lost, not failed.
+                    core.end_task(
+                        &key,
+                        Termination::Lost {
+                            message: "it runs in a Docker container, and Docker is not \
+                                      available to this agent since its restart (see the \
+                                      agent's log), so its container is not followed; it \
+                                      may still run"
+                                .into(),
+                        },
+                    );
                 }
                 (Some(_), _, Some(by)) => {
                     core.end_task(
@@ -363,7 +478,28 @@ impl Core {
         let (keys, containers): (Vec<TaskKey>, Vec<KnownContainer>) = known.into_iter().unzip();
         let found = core.containerizer.recover(containers).await?;
         for (key, recovered) in keys.into_iter().zip(found) {
-            core.recovered(&key, recovered);
+            match recovered {
+                // A rebuilt record that names no container the runtime
+                // knows: the task is lost, not failed.
+                Recovered::Ended(Termination::Vanished { message }) if rebuilt.contains(&key) => {
+                    let _span = task_span(&key).entered();
+                    warn!("{message}");
+                    core.emit(
+                        &key,
+                        Outcome {
+                            state: TaskState::TaskLost,
+                            reason: StatusReason::ReasonAgentRestarted,
+                            message: format!(
+                                "The agent lost track of the task: its container record was \
+                                 damaged, and {message}"
+                            ),
+                            exit_code: None,
+                        },
+                    );
+                    core.set_phase(&key, Phase::Ended);
+                }
+                other => core.recovered(&key, other),
+            }
         }
         core.forget_unused_frameworks();
         core.sweep_sandboxes();
@@ -373,6 +509,59 @@ impl Core {
             "recovered the agent's state"
         );
         Ok((core, CoreHandle { tx }, agent_id_rx))
+    }
+
+    /// Whether the agent has room for `task` beside the tasks it runs.
+    fn check_room(&self, task: &agora_proto::v1::TaskInfo) -> Result<(), String> {
+        let running: Vec<Resources> = self
+            .tasks
+            .values()
+            .filter(|e| e.phase != Phase::Ended)
+            .filter_map(|e| e.launch.as_ref()?.task.as_ref())
+            .filter_map(|t| Resources::from_proto(&t.resources).ok())
+            .collect();
+        let wanted = Resources::from_proto(&task.resources)
+            .map_err(|e| format!("the task's resources are invalid: {e}"))?;
+        crate::limits::check_room(&self.settings.resources, &running, &wanted)
+    }
+
+    /// The container a task ran in, found by its sandbox (whose name is
+    /// the container id), when its container record is lost.
+    fn container_from_sandbox(
+        &self,
+        key: &TaskKey,
+        info: &agora_proto::v1::TaskInfo,
+    ) -> Result<ContainerRecord, String> {
+        let dir = self
+            .checkpoint
+            .layout()
+            .sandboxes_dir()
+            .join(&key.0)
+            .join(&key.1);
+        let found: Vec<ContainerId> = list_dir(&dir)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| ContainerId::parse(n).ok())
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(ContainerRecord {
+                container_id: one.to_string(),
+                containerizer: self.containerizer.name_for(info).to_string(),
+                launched: None,
+                kill: None,
+            }),
+            [] => Err(format!(
+                "its container record was damaged and it has no sandbox in {} to find its \
+                 container by",
+                dir.display()
+            )),
+            many => Err(format!(
+                "its container record was damaged and {} sandboxes in {} could be its \
+                 container's",
+                many.len(),
+                dir.display()
+            )),
+        }
     }
 
     /// The counters of the tasks' checks.
@@ -448,8 +637,17 @@ impl Core {
                     Some(cmd) => self.handle(cmd),
                     None => break,
                 },
+                Some(p) = self.persisted_rx.recv() => {
+                    // A batch's outcomes together, so that its updates go
+                    // out in one message.
+                    self.persisted(&p.key, p.upto, p.result);
+                    while let Ok(p) = self.persisted_rx.try_recv() {
+                        self.persisted(&p.key, p.upto, p.result);
+                    }
+                }
                 _ = sleep_until_opt(wake) => {}
             }
+            self.retry_persists();
             self.flush_updates();
             self.collect_garbage();
         }
@@ -457,6 +655,11 @@ impl Core {
         // Watchers, launches and kills stop on the same token; the tasks
         // themselves keep running and are recovered on the next start.
         self.tracker.wait().await;
+        // What was queued for the checkpoint is written before the agent
+        // lets go of its work directory.
+        if let Some(thread) = self.writer.close() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
         debug!("the agent's core stopped");
     }
 
@@ -470,7 +673,8 @@ impl Core {
             None
         };
         let gc = self.garbage.iter().map(|g| g.at).min();
-        updates.into_iter().chain(gc).min()
+        let retry = self.persist_retry.values().min().copied();
+        updates.into_iter().chain(gc).chain(retry).min()
     }
 
     fn handle(&mut self, cmd: Command) {
@@ -482,7 +686,14 @@ impl Core {
                 session,
                 registered,
                 outbound,
-            } => self.registered(session, registered, outbound),
+                accepted,
+            } => {
+                let r = self.registered(session, registered, outbound);
+                let _ = accepted.send(r);
+            }
+            Command::Counts { reply } => {
+                let _ = reply.send(self.counts());
+            }
             Command::Refused { session, message } => self.refused(session, &message),
             Command::Disconnected { session } => {
                 if self.session.as_ref().is_some_and(|s| s.id == session) {
@@ -504,6 +715,9 @@ impl Core {
                 let current = self.tasks.get(&key).is_some_and(|e| {
                     e.phase != Phase::Ended && e.container_id() == Some(container_id.clone())
                 });
+                if termination.is_err() {
+                    self.metrics.containerizer_error("wait");
+                }
                 if current {
                     let _span = task_span(&key).entered();
                     let termination = termination.unwrap_or_else(|e| Termination::Vanished {
@@ -546,7 +760,9 @@ impl Core {
                 continue;
             }
             let info = launch.task.clone().unwrap_or_default();
-            if let Some(f) = self.frameworks.get(&key.0) {
+            if let Some(f) = self.frameworks.get(&key.0)
+                && !self.unknown_frameworks.contains(&key.0)
+            {
                 frameworks.insert(key.0.clone(), f.clone());
             }
             tasks.push(Task {
@@ -581,19 +797,29 @@ impl Core {
         session: u64,
         registered: AgentRegistered,
         outbound: mpsc::UnboundedSender<AgentMessage>,
-    ) {
+    ) -> Result<(), String> {
         let id = registered.agent_id;
         if id.is_empty() {
             warn!("the master registered the agent without an id; ignoring it");
-            return;
+            return Err("the master registered the agent without an id".into());
         }
         if self.agent_id.as_deref() != Some(id.as_str()) {
             if let Some(old) = &self.agent_id {
                 warn!(old_agent_id = %old, agent_id = %id, "the master gave this agent a new id");
             }
+            // Written here, on the loop, and waited for: it happens once per
+            // agent id, and nothing may use an id that a restart would lose
+            // (the restarted agent would register anew and orphan every task).
             if let Err(e) = self.checkpoint.save_agent_id(&id) {
-                error!("{e}");
+                let reason = format!(
+                    "cannot checkpoint the agent id `{id}` the master gave ({e}); not \
+                     registering until it can be written"
+                );
+                error!("{reason}");
+                self.metrics.checkpoint_failed(&reason);
+                return Err(reason);
             }
+            self.metrics.checkpoint_ok(1);
             self.agent_id = Some(id.clone());
             self.agent_id_tx.send_replace(Some(id.clone()));
             tracing::Span::current().record("agent_id", id.as_str());
@@ -609,6 +835,7 @@ impl Core {
         for e in self.tasks.values_mut() {
             e.stream.resend_now();
         }
+        Ok(())
     }
 
     fn refused(&mut self, session: u64, message: &str) {
@@ -639,9 +866,8 @@ impl Core {
                 });
             }
             if e.launch.is_some() {
-                if let Err(err) = self.checkpoint.remove_task(&key.0, &key.1) {
-                    error!("{err}");
-                }
+                self.writer
+                    .submit(self.checkpoint.remove_task_op(&key.0, &key.1), None);
                 if let Some(sandbox) = e.sandbox.clone() {
                     self.garbage.push(Garbage {
                         at: Instant::now() + self.settings.sandbox_gc_delay,
@@ -733,10 +959,9 @@ impl Core {
             error!("ignoring a framework: {e}");
             return;
         }
+        self.unknown_frameworks.remove(&f.id);
         if self.frameworks.get(&f.id) != Some(&f) {
-            if let Err(e) = self.checkpoint.save_framework(&f) {
-                error!("{e}");
-            }
+            self.writer.submit(self.checkpoint.framework_op(&f), None);
             self.frameworks.insert(f.id.clone(), f);
         }
     }
@@ -778,16 +1003,41 @@ impl Core {
             .checkpoint
             .layout()
             .sandbox_dir(&key.0, &key.1, container_id.as_str());
+        // A task beyond what the agent has free is refused before anything
+        // of it is recorded (the master offers only what is free: this
+        // catches a master and an agent that disagree).
+        if let Err(why) = self.check_room(&info) {
+            warn!("refusing the launch: {why}");
+            self.tasks.insert(
+                key.clone(),
+                TaskEntry {
+                    launch: Some(launch),
+                    container: None,
+                    sandbox: None,
+                    phase: Phase::Ended,
+                    stream: UpdateStream::new(self.settings.retry),
+                    pid: None,
+                    healthy: None,
+                    ready: None,
+                    health: None,
+                    recorded: false,
+                },
+            );
+            self.end_task(&key, Termination::Refused { message: why });
+            return;
+        }
         let record = ContainerRecord {
             container_id: container_id.to_string(),
             containerizer: self.containerizer.name_for(&info).to_string(),
             launched: None,
             kill: None,
         };
-        let saved = self
-            .checkpoint
-            .save_task(&launch)
-            .and_then(|()| self.checkpoint.save_container(&key.0, &key.1, &record));
+        // The task and its container are checkpointed before anything runs:
+        // the launch below waits for both writes.
+        let saved_task = self.writer.submit_waited(self.checkpoint.task_op(&launch));
+        let saved_container = self
+            .writer
+            .submit_waited(self.checkpoint.container_op(&key.0, &key.1, &record));
         self.tasks.insert(
             key.clone(),
             TaskEntry {
@@ -800,18 +1050,9 @@ impl Core {
                 healthy: None,
                 ready: None,
                 health: None,
+                recorded: true,
             },
         );
-        if let Err(e) = saved {
-            error!("{e}");
-            self.end_task(
-                &key,
-                Termination::LaunchFailed {
-                    message: e.to_string(),
-                },
-            );
-            return;
-        }
         if !self.containerizer.supports(&info) {
             self.end_task(
                 &key,
@@ -849,11 +1090,39 @@ impl Core {
         let c = self.containerizer.clone();
         let tx = self.tx.clone();
         let token = self.shutdown.clone();
+        let metrics = self.metrics.clone();
+        let cancel = CancellationToken::new();
+        self.launching.insert(key.clone(), cancel.clone());
         self.tracker.spawn(
             async move {
+                let cid = container_id.clone();
+                let c2 = c.clone();
+                let launch = async {
+                    for saved in [saved_task, saved_container] {
+                        match saved.await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return Err(AgentError::Checkpoint(e)),
+                            Err(_) => return Err(AgentError::Stopped),
+                        }
+                    }
+                    let started = std::time::Instant::now();
+                    let result = c.launch(request).await;
+                    metrics.launch_took(started.elapsed());
+                    result
+                };
                 tokio::select! {
                     _ = token.cancelled() => {}
-                    result = c.launch(request) => {
+                    _ = cancel.cancelled() => {
+                        // A kill came during the launch: whatever of the
+                        // container was made goes.
+                        let _ = c2.kill(&cid, Duration::ZERO).await;
+                        let _ = c2.remove(&cid).await;
+                        let result = Err(AgentError::Launch(
+                            "the launch was cancelled by a kill".into(),
+                        ));
+                        let _ = tx.send(Command::Launched { key, container_id, result }).await;
+                    }
+                    result = launch => {
                         let _ = tx.send(Command::Launched { key, container_id, result }).await;
                     }
                 }
@@ -868,6 +1137,7 @@ impl Core {
         container_id: &ContainerId,
         result: Result<Launched, AgentError>,
     ) {
+        self.launching.remove(key);
         let current = self.tasks.get(key).is_some_and(|e| {
             e.phase == Phase::Launching && e.container_id().as_ref() == Some(container_id)
         });
@@ -901,8 +1171,31 @@ impl Core {
                     }
                 }
             }
+            Err(AgentError::Checkpoint(reason)) => {
+                error!("the task's checkpoint cannot be written, so it was not started: {reason}");
+                // Nothing of it may be left for a restarted agent to find
+                // half-written; its final update goes out unrecorded (the
+                // task never ran).
+                if let Some(e) = self.tasks.get_mut(key) {
+                    e.recorded = false;
+                }
+                self.writer
+                    .submit(self.checkpoint.remove_task_op(&key.0, &key.1), None);
+                self.end_task(
+                    key,
+                    Termination::LaunchFailed {
+                        message: format!(
+                            "the agent cannot checkpoint the task ({reason}), so it did not \
+                             start it"
+                        ),
+                    },
+                );
+            }
             Err(e) => {
                 warn!("the task could not be launched: {e}");
+                if !matches!(e, AgentError::Refused(_)) {
+                    self.metrics.containerizer_error("launch");
+                }
                 let termination = match e {
                     AgentError::Launch(message) => Termination::LaunchFailed { message },
                     AgentError::Refused(message) => Termination::Refused { message },
@@ -926,9 +1219,10 @@ impl Core {
             return;
         };
         record.launched = Some(launched.checkpoint);
-        if let Err(err) = self.checkpoint.save_container(&key.0, &key.1, record) {
-            error!("{err}");
-        }
+        // The container's id was checkpointed before the launch; these facts
+        // only help recovery (a failed write shows in /health and /metrics).
+        self.writer
+            .submit(self.checkpoint.container_op(&key.0, &key.1, record), None);
         let Some(cid) = e.container_id() else {
             return;
         };
@@ -970,6 +1264,7 @@ impl Core {
                         healthy: None,
                         ready: None,
                         health: None,
+                        recorded: false,
                     },
                 );
                 self.emit(
@@ -1009,29 +1304,58 @@ impl Core {
             grace_seconds: grace.as_secs_f64(),
             health_check,
         });
-        if let Err(err) = self.checkpoint.save_container(&key.0, &key.1, record) {
-            error!("{err}");
-        }
+        // The kill is checkpointed before it is done, so that a restarted
+        // agent finishes it (it is done even if the write fails).
+        let saved = self
+            .writer
+            .submit_waited(self.checkpoint.container_op(&key.0, &key.1, record));
+        let running = e.phase == Phase::Running;
+        // A Docker launch (its pull may take long, or hang) is cancelled by
+        // a kill; a process launch takes moments and is killed, with its
+        // grace period, once it runs.
+        let cancel_launch = record.containerizer == "docker";
         // No more checks once a task is on its way out (as in Mesos).
         self.health.stop(key);
         info!(?grace, "killing the task");
-        if e.phase == Phase::Running {
-            self.spawn_kill(key, grace);
+        if running {
+            self.spawn_kill_after(key, grace, Some(saved));
+        } else if cancel_launch && let Some(cancel) = self.launching.get(key) {
+            // A launch in progress (a Docker pull, say) is not waited for.
+            cancel.cancel();
         }
         // A task still launching is killed as soon as its launch finishes.
     }
 
     fn spawn_kill(&mut self, key: &TaskKey, grace: Duration) {
+        self.spawn_kill_after(key, grace, None);
+    }
+
+    /// Kills the task's container once `saved` (the kill's checkpoint) is
+    /// done.
+    fn spawn_kill_after(
+        &mut self,
+        key: &TaskKey,
+        grace: Duration,
+        saved: Option<oneshot::Receiver<Result<(), String>>>,
+    ) {
         let Some(cid) = self.tasks.get(key).and_then(TaskEntry::container_id) else {
             return;
         };
         let c = self.containerizer.clone();
         let token = self.shutdown.clone();
+        let metrics = self.metrics.clone();
         self.tracker.spawn(
             async move {
+                let kill = async {
+                    if let Some(saved) = saved {
+                        let _ = saved.await;
+                    }
+                    c.kill(&cid, grace).await
+                };
                 tokio::select! {
                     _ = token.cancelled() => {}
-                    r = c.kill(&cid, grace) => if let Err(e) = r {
+                    r = kill => if let Err(e) = r {
+                        metrics.containerizer_error("kill");
                         error!("cannot kill the task: {e}");
                     }
                 }
@@ -1072,9 +1396,8 @@ impl Core {
             passed: Vec::new(),
         });
         record.passed.resize(checks.health.len(), false);
-        if let Err(err) = self.checkpoint.save_health(&key.0, &key.1, record) {
-            error!("{err}");
-        }
+        self.writer
+            .submit(self.checkpoint.health_op(&key.0, &key.1, record), None);
         if !checks.readiness.is_empty() && e.ready.is_none() {
             e.ready = Some(false);
         }
@@ -1106,9 +1429,8 @@ impl Core {
                     && let Some(passed) = record.passed.get_mut(check)
                 {
                     *passed = true;
-                    if let Err(err) = self.checkpoint.save_health(&key.0, &key.1, record) {
-                        error!("{err}");
-                    }
+                    self.writer
+                        .submit(self.checkpoint.health_op(&key.0, &key.1, record), None);
                 }
             }
             HealthEvent::Health { healthy, message } => {
@@ -1175,9 +1497,9 @@ impl Core {
             return;
         }
         debug!(framework_id = %key.0, task_id = %key.1, "forgetting the ended task");
-        if let Err(err) = self.checkpoint.remove_task(&key.0, &key.1) {
-            error!("{err}");
-        }
+        self.persist_retry.remove(key);
+        self.writer
+            .submit(self.checkpoint.remove_task_op(&key.0, &key.1), None);
         self.completed.push_back(task_view(key, &e));
         while self.completed.len() > COMPLETED_TASKS_KEPT {
             self.completed.pop_front();
@@ -1210,9 +1532,9 @@ impl Core {
             .collect();
         for f in unused {
             self.frameworks.remove(&f);
-            if let Err(e) = self.checkpoint.remove_framework(&f) {
-                error!("{e}");
-            }
+            self.unknown_frameworks.remove(&f);
+            self.writer
+                .submit(self.checkpoint.remove_framework_op(&f), None);
         }
     }
 
@@ -1246,18 +1568,91 @@ impl Core {
         self.persist_updates(key);
     }
 
-    fn persist_updates(&self, key: &TaskKey) {
-        let Some(e) = self.tasks.get(key) else {
+    /// Queues a checkpoint of the task's update stream; its updates are
+    /// sent once it is written ([`Command::Persisted`]). A task that is not
+    /// in the checkpoint sends its updates unrecorded.
+    fn persist_updates(&mut self, key: &TaskKey) {
+        let Some(e) = self.tasks.get_mut(key) else {
             return;
         };
-        if e.launch.is_none() {
+        let upto = e.stream.pushed();
+        if e.launch.is_none() || !e.recorded {
+            e.stream.mark_durable(upto);
             return;
         }
-        if let Err(err) = self
-            .checkpoint
-            .save_updates(&key.0, &key.1, e.stream.records())
-        {
-            error!("{err}");
+        let tx = self.persisted_tx.clone();
+        let k = key.clone();
+        self.writer.submit(
+            self.checkpoint
+                .updates_op(&key.0, &key.1, e.stream.records()),
+            Some(Box::new(move |result| {
+                let _ = tx.send(Persisted {
+                    key: k,
+                    upto,
+                    result,
+                });
+            })),
+        );
+    }
+
+    /// A checkpoint of a task's update stream is done.
+    fn persisted(&mut self, key: &TaskKey, upto: u64, result: Result<(), String>) {
+        let Some(e) = self.tasks.get_mut(key) else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                e.stream.mark_durable(upto);
+                if e.stream.is_durable() {
+                    self.persist_retry.remove(key);
+                }
+            }
+            Err(reason) if e.recorded && !e.stream.is_durable() => {
+                let _span = task_span(key).entered();
+                warn!(
+                    "the task's status updates cannot be checkpointed ({reason}); they are held \
+                     back and the write is tried again"
+                );
+                self.persist_retry
+                    .entry(key.clone())
+                    .or_insert_with(|| Instant::now() + self.settings.retry.min);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Tries again the update checkpoints that failed and are due.
+    fn retry_persists(&mut self) {
+        let now = Instant::now();
+        let due: Vec<TaskKey> = self
+            .persist_retry
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.persist_retry.remove(&key);
+            self.persist_updates(&key);
+        }
+    }
+
+    fn counts(&self) -> Counts {
+        let mut tasks: BTreeMap<String, i64> = BTreeMap::new();
+        let mut pending = 0i64;
+        for e in self.tasks.values() {
+            pending += e.stream.pending() as i64;
+            if e.launch.is_none() {
+                continue;
+            }
+            let state = e
+                .stream
+                .latest()
+                .map_or("TASK_STAGING", |s| s.state().as_str_name());
+            *tasks.entry(state.to_string()).or_default() += 1;
+        }
+        Counts {
+            tasks: tasks.into_iter().collect(),
+            pending_updates: pending,
         }
     }
 

@@ -60,6 +60,11 @@ pub enum AgentError {
     )]
     InvalidId { what: &'static str, id: String },
 
+    /// A checkpoint write failed (the agent does not act on what it cannot
+    /// record).
+    #[error("cannot checkpoint: {0}")]
+    Checkpoint(String),
+
     /// A task could not be started by its containerizer.
     #[error("cannot launch the task: {0}")]
     Launch(String),

@@ -1,6 +1,10 @@
 //! The agent's HTTP endpoints:
 //!
-//! * `GET /health` -> `200 ok`
+//! * `GET /health` -> `200 ok`; `503` with the reason while checkpoint
+//!   writes fail
+//! * `GET /metrics` -> Prometheus text format (tasks by state, pending
+//!   status updates, checkpoint writes and failures, containerizer errors,
+//!   launch latency)
 //! * `GET /state` -> the agent, its frameworks and tasks as JSON
 //! * `GET /tasks/{id}/logs?stream=stdout|stderr[&framework_id=F][&offset=N]`
 //!   -> the task's output from byte `offset` on (at most 8 MiB per
@@ -23,6 +27,7 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::core::{CoreHandle, SandboxLookupError};
+use crate::metrics::AgentMetrics;
 
 /// The most a single logs request returns.
 const MAX_LOG_CHUNK: u64 = 8 * 1024 * 1024;
@@ -58,13 +63,41 @@ fn stopped() -> HttpError {
 /// All routes.
 pub(crate) fn routes(
     core: CoreHandle,
+    metrics: AgentMetrics,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let with_core = warp::any().map(move || core.clone());
+    let with_metrics = warp::any().map(move || metrics.clone());
 
-    let health = warp::path!("health").and(warp::get()).map(|| {
-        warp::reply::with_header("ok", header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .into_response()
-    });
+    let health = warp::path!("health")
+        .and(warp::get())
+        .and(with_metrics.clone())
+        .map(|metrics: AgentMetrics| match metrics.checkpoint_error() {
+            None => {
+                warp::reply::with_header("ok", header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .into_response()
+            }
+            Some(reason) => HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("unhealthy: checkpoint writes fail: {reason}"),
+            )
+            .into_response(),
+        });
+
+    let metrics_route = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_metrics)
+        .and(with_core.clone())
+        .then(|metrics: AgentMetrics, core: CoreHandle| async move {
+            match core.counts().await {
+                Ok(counts) => warp::reply::with_header(
+                    metrics.render(&counts),
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )
+                .into_response(),
+                Err(_) => stopped().into_response(),
+            }
+        });
 
     let state = warp::path!("state")
         .and(warp::get())
@@ -89,6 +122,8 @@ pub(crate) fn routes(
         );
 
     health
+        .or(metrics_route)
+        .unify()
         .or(state)
         .unify()
         .or(logs)
@@ -101,7 +136,7 @@ async fn rejection(r: Rejection) -> Result<Response, Infallible> {
     let e = if r.is_not_found() {
         HttpError::new(
             StatusCode::NOT_FOUND,
-            "no such endpoint: try /health, /state or /tasks/{id}/logs",
+            "no such endpoint: try /health, /state, /metrics or /tasks/{id}/logs",
         )
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
         HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here")

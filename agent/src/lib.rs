@@ -17,7 +17,8 @@
 //! * [`health`]: the tasks' health and readiness checks (HTTP, HTTPS and
 //!   TCP from the agent's runtime, COMMAND through the containerizer).
 //! * `checkpoint`, `paths`: the work directory (see `docs/agent.md`).
-//! * `http`: `/health`, `/state`, `/tasks/{id}/logs`.
+//! * `http`: `/health`, `/state`, `/metrics`, `/tasks/{id}/logs`.
+//! * `metrics`: [`AgentMetrics`], and whether checkpoint writes fail.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), agora_agent::AgentError> {
@@ -35,6 +36,8 @@ mod core;
 mod error;
 pub mod health;
 mod http;
+mod limits;
+mod metrics;
 mod paths;
 mod procfs;
 mod session;
@@ -60,6 +63,7 @@ pub use crate::containerizer::{
     ComposingContainerizer, Containerizer, DockerContainerizer, ProcessContainerizer,
 };
 pub use crate::error::AgentError;
+pub use crate::metrics::AgentMetrics;
 pub use crate::paths::validate_id;
 
 use crate::backoff::Backoff;
@@ -84,6 +88,7 @@ pub struct RunningAgent {
     containerizers: Vec<&'static str>,
     docker_host: Option<String>,
     health_stats: Arc<health::stats::HealthStats>,
+    metrics: AgentMetrics,
 }
 
 impl RunningAgent {
@@ -117,6 +122,11 @@ impl RunningAgent {
     /// What the tasks' health and readiness checks have done so far.
     pub fn health_stats(&self) -> health::HealthStatsSnapshot {
         self.health_stats.snapshot()
+    }
+
+    /// The agent's metrics (what `/metrics` shows) and checkpoint health.
+    pub fn metrics(&self) -> &AgentMetrics {
+        &self.metrics
     }
 
     /// Waits until the agent has stopped (after its shutdown token was
@@ -210,6 +220,7 @@ async fn start_agent(
         resources = %settings.resources,
         "starting the agent"
     );
+    info!("limits: {}", limits::describe());
     let (containerizer, containerizers, docker_host) = match containerizer {
         Some(c) => {
             let name = c.name();
@@ -223,10 +234,12 @@ async fn start_agent(
         hostname = %config.hostname,
         http = %http_address
     );
+    let metrics = AgentMetrics::new();
     let (core, handle, agent_id) = Core::recover(
         settings,
         Checkpoint::new(layout),
         containerizer,
+        metrics.clone(),
         shutdown.clone(),
     )
     .instrument(span.clone())
@@ -243,7 +256,7 @@ async fn start_agent(
         )
         .instrument(span.clone()),
     );
-    let routes = http::routes(handle);
+    let routes = http::routes(handle, metrics.clone());
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(
         async move {
@@ -274,6 +287,7 @@ async fn start_agent(
         containerizers,
         docker_host,
         health_stats,
+        metrics,
     })
 }
 
@@ -291,7 +305,7 @@ async fn containerizers(
     let (kinds, docker) = match &config.containerizers {
         Some(kinds) => {
             let docker = if kinds.contains(&ContainerizerKind::Docker) {
-                Some(containerizer::connect_docker(&host).await?)
+                Some(connect_docker_waiting(&host, config.docker_wait, &shutdown).await?)
             } else {
                 None
             };
@@ -325,6 +339,7 @@ async fn containerizers(
                         volume_roots: config.docker_volume_roots.clone(),
                         allow_privileged: config.docker_allow_privileged,
                         remove_delay: config.docker_remove_delay,
+                        launch_timeout: config.docker_launch_timeout,
                         work_dir: layout.root().to_path_buf(),
                     },
                     shutdown.clone(),
@@ -345,6 +360,39 @@ async fn containerizers(
         Arc::new(ComposingContainerizer::new(members))
     };
     Ok((containerizer, names, docker_host))
+}
+
+/// Connects to the Docker daemon, trying again (every second at most) for
+/// up to `wait` while it does not answer.
+async fn connect_docker_waiting(
+    host: &str,
+    wait: Duration,
+    shutdown: &CancellationToken,
+) -> Result<bollard::Docker, AgentError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match containerizer::connect_docker(host).await {
+            Ok(d) => return Ok(d),
+            Err(AgentError::DockerUnavailable { host, reason })
+                if tokio::time::Instant::now() + delay > deadline =>
+            {
+                return Err(AgentError::DockerUnavailable {
+                    host,
+                    reason: format!("{reason} (waited {wait:?})"),
+                });
+            }
+            Err(AgentError::DockerUnavailable { reason, .. }) => {
+                tracing::warn!(retry_in = ?delay, "the Docker daemon does not answer: {reason}");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(AgentError::Stopped),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
 }
 
 /// Starts an agent and runs it until `shutdown` is cancelled.

@@ -1,6 +1,7 @@
 //! What `/proc/<pid>/stat` says about a process: whether it still lives, and
 //! when it started (so a reused pid is not mistaken for the process the agent
-//! started).
+//! started); and which boot of the machine this is (start times count from
+//! the boot, so they name a process only within one boot).
 
 use serde::{Deserialize, Serialize};
 
@@ -28,11 +29,28 @@ impl ProcStat {
     }
 }
 
-/// A process named by pid and start time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A process named by pid, start time and boot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessIdentity {
     pub pid: i32,
     pub start_time: u64,
+    /// `/proc/sys/kernel/random/boot_id` when the process was seen (absent
+    /// in records written before the agent recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), read once.
+pub fn boot_id() -> Option<String> {
+    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
+        .clone()
 }
 
 impl ProcessIdentity {
@@ -41,13 +59,51 @@ impl ProcessIdentity {
         read_stat(pid).map(|s| ProcessIdentity {
             pid,
             start_time: s.start_time,
+            boot_id: boot_id(),
         })
     }
 
-    /// Whether this very process still runs: the pid exists, has the same
-    /// start time, and is not a zombie.
+    /// Whether the record is of this boot (a record without a boot id is
+    /// taken to be).
+    pub fn this_boot(&self, current: Option<&str>) -> bool {
+        match (&self.boot_id, current) {
+            (Some(recorded), Some(now)) => recorded == now,
+            _ => true,
+        }
+    }
+
+    /// Whether this very process still runs: same boot, the pid exists,
+    /// has the same start time, and is not a zombie.
     pub fn is_alive(&self) -> bool {
-        read_stat(self.pid).is_some_and(|s| s.start_time == self.start_time && !s.has_ended())
+        self.this_boot(boot_id().as_deref())
+            && read_stat(self.pid)
+                .is_some_and(|s| s.start_time == self.start_time && !s.has_ended())
+    }
+}
+
+/// Whether the agent may signal the process group of a task it recorded
+/// as `task`: only when that group is provably the task's.
+///
+/// * another boot: never (pids and start times start over);
+/// * the leader (pid = pgid) runs with the recorded start time: yes;
+/// * a process with that pid runs with another start time: no, the pid was
+///   reused;
+/// * no process has that pid but the group still has members: yes, they
+///   are what the task left (Linux does not give a pid that is still some
+///   group's id to a new process, so the group cannot be another's);
+/// * nothing there: nothing to signal.
+pub fn may_signal_group(
+    task: &ProcessIdentity,
+    current_boot: Option<&str>,
+    leader: Option<&ProcStat>,
+    group_has_members: bool,
+) -> bool {
+    if !task.this_boot(current_boot) || task.pid <= 1 {
+        return false;
+    }
+    match leader {
+        Some(s) => s.start_time == task.start_time && !s.has_ended(),
+        None => group_has_members,
     }
 }
 
@@ -103,9 +159,23 @@ mod tests {
         assert!(me.is_alive());
         let other = ProcessIdentity {
             start_time: me.start_time + 1,
-            ..me
+            ..me.clone()
         };
         assert!(!other.is_alive());
+        let other_boot = ProcessIdentity {
+            boot_id: Some("another-boot".into()),
+            ..me.clone()
+        };
+        assert!(
+            !other_boot.is_alive(),
+            "a record of another boot is not this process"
+        );
+        let unknown_boot = ProcessIdentity {
+            boot_id: None,
+            ..me.clone()
+        };
+        assert!(unknown_boot.is_alive(), "an old record without a boot id");
+        assert_eq!(me.boot_id, boot_id());
         assert!(read_stat(-1).is_none());
     }
 
@@ -123,10 +193,63 @@ mod tests {
                 _ => std::thread::sleep(std::time::Duration::from_millis(5)),
             }
         }
-        if let Some(id) = id {
+        if let Some(id) = &id {
             assert!(!id.is_alive(), "a zombie counts as dead");
         }
         child.wait().unwrap();
-        assert!(read_stat(pid).is_none_or(|s| s.start_time != id.map_or(0, |i| i.start_time)));
+        assert!(
+            read_stat(pid).is_none_or(|s| s.start_time != id.as_ref().map_or(0, |i| i.start_time))
+        );
+    }
+
+    fn stat(start_time: u64, state: char) -> ProcStat {
+        ProcStat {
+            state,
+            ppid: 1,
+            pgrp: 500,
+            utime: 0,
+            stime: 0,
+            start_time,
+            rss_pages: 0,
+        }
+    }
+
+    #[test]
+    fn only_a_provably_own_group_is_signalled() {
+        let task = ProcessIdentity {
+            pid: 500,
+            start_time: 1000,
+            boot_id: Some("b1".into()),
+        };
+        let boot = Some("b1");
+        // The task itself.
+        assert!(may_signal_group(&task, boot, Some(&stat(1000, 'S')), true));
+        // Its pid reused by another process, with or without a group.
+        assert!(!may_signal_group(&task, boot, Some(&stat(2000, 'S')), true));
+        assert!(!may_signal_group(
+            &task,
+            boot,
+            Some(&stat(2000, 'S')),
+            false
+        ));
+        // The leader is gone, what it left in its group is the task's.
+        assert!(may_signal_group(&task, boot, None, true));
+        assert!(!may_signal_group(&task, boot, None, false));
+        // The leader is a zombie: nothing of it runs.
+        assert!(!may_signal_group(&task, boot, Some(&stat(1000, 'Z')), true));
+        // Another boot: never, whatever runs with these numbers now.
+        assert!(!may_signal_group(
+            &task,
+            Some("b2"),
+            Some(&stat(1000, 'S')),
+            true
+        ));
+        assert!(!may_signal_group(&task, Some("b2"), None, true));
+        // Never pid 1 or below.
+        let init = ProcessIdentity {
+            pid: 1,
+            ..task.clone()
+        };
+        assert!(!may_signal_group(&init, boot, None, true));
     }
 }

@@ -274,9 +274,17 @@ async fn one_session(
                         iv.set_missed_tick_behavior(MissedTickBehavior::Delay);
                         heartbeat = Some(iv);
                         backoff.reset();
-                        let cmd = Command::Registered { session, registered: r, outbound: tx.clone() };
+                        let (accepted, answer) = tokio::sync::oneshot::channel();
+                        let cmd = Command::Registered { session, registered: r, outbound: tx.clone(), accepted };
                         if core.send(cmd).await.is_err() {
                             return Shutdown;
+                        }
+                        match answer.await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(why)) => {
+                                return Failed(format!("the agent cannot take the registration: {why}"));
+                            }
+                            Err(_) => return Shutdown,
                         }
                     }
                     Some(master_to_agent::Message::Refused(r)) => {

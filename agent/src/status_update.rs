@@ -49,6 +49,12 @@ pub struct UpdateStream {
     /// The wait after the next send.
     backoff: Duration,
     policy: RetryPolicy,
+    /// How many updates were ever pushed to this stream (read back from a
+    /// checkpoint: as many as it held).
+    pushed: u64,
+    /// How many of those are known to be checkpointed: an update is sent
+    /// only once it is.
+    durable: u64,
 }
 
 impl UpdateStream {
@@ -64,13 +70,38 @@ impl UpdateStream {
             .iter()
             .position(|r| !r.acknowledged)
             .unwrap_or(records.len());
+        let n = records.len() as u64;
         UpdateStream {
             records,
             head,
             next_send: None,
             backoff: policy.min,
             policy,
+            pushed: n,
+            durable: n,
         }
+    }
+
+    /// How many updates were ever pushed: a checkpoint of the records
+    /// taken now makes that many durable ([`UpdateStream::mark_durable`]).
+    pub fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// The first `upto` updates ever pushed are checkpointed.
+    pub fn mark_durable(&mut self, upto: u64) {
+        self.durable = self.durable.max(upto.min(self.pushed));
+    }
+
+    /// Whether every update is checkpointed.
+    pub fn is_durable(&self) -> bool {
+        self.durable == self.pushed
+    }
+
+    /// Whether the head (the update to send next) is checkpointed.
+    fn head_is_durable(&self) -> bool {
+        let behind = (self.records.len() - self.head) as u64;
+        self.pushed - behind < self.durable
     }
 
     pub fn records(&self) -> &[UpdateRecord] {
@@ -83,6 +114,7 @@ impl UpdateStream {
             status,
             acknowledged: false,
         });
+        self.pushed += 1;
     }
 
     /// The latest update of the task, sent or not.
@@ -105,9 +137,13 @@ impl UpdateStream {
         self.records.len() - self.head
     }
 
-    /// Whether the head should be sent now.
+    /// Whether the head should be sent now (it is checkpointed, and its
+    /// retry is due).
     pub fn due(&self, now: Instant) -> Option<&TaskStatus> {
         let head = self.head()?;
+        if !self.head_is_durable() {
+            return None;
+        }
         match self.next_send {
             Some(at) if at > now => None,
             _ => Some(head),
@@ -148,6 +184,9 @@ impl UpdateStream {
     /// When the head is next due, if it waits.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.head()?;
+        if !self.head_is_durable() {
+            return None;
+        }
         self.next_send
     }
 
@@ -216,11 +255,13 @@ mod tests {
         let t0 = Instant::now();
         let mut s = UpdateStream::new(POLICY);
         s.push_and_hurry_if_terminal(status(TaskState::TaskRunning));
+        s.mark_durable(s.pushed());
         // Alone in the stream: no latest state to tell.
         assert_eq!(s.outgoing(t0).unwrap().latest_state, None);
         s.mark_sent(t0);
         assert!(s.outgoing(t0).is_none(), "waits for its backoff");
         s.push_and_hurry_if_terminal(status(TaskState::TaskFinished));
+        s.mark_durable(s.pushed());
         // Due again at once, still RUNNING, saying the task finished.
         let head = s.outgoing(t0).expect("resent at once");
         assert_eq!(head.state(), TaskState::TaskRunning);
@@ -240,7 +281,9 @@ mod tests {
         let mut s = UpdateStream::new(POLICY);
         assert!(s.due(t0).is_none());
         s.push(status(TaskState::TaskStarting));
+        s.mark_durable(s.pushed());
         s.push(status(TaskState::TaskRunning));
+        s.mark_durable(s.pushed());
         let starting = s.due(t0).unwrap().uuid.clone();
         s.mark_sent(t0);
         // Not due again before the backoff; RUNNING waits behind STARTING.
@@ -272,12 +315,15 @@ mod tests {
         let mut s = UpdateStream::new(POLICY);
         for _ in 0..100 {
             s.push(status(TaskState::TaskRunning));
+            s.mark_durable(s.pushed());
             let uuid = s.head().unwrap().uuid.clone();
             s.acknowledge(&uuid);
         }
         assert_eq!(s.records().len(), 1);
         s.push(status(TaskState::TaskRunning));
+        s.mark_durable(s.pushed());
         s.push(status(TaskState::TaskKilled));
+        s.mark_durable(s.pushed());
         assert_eq!(s.records().len(), 3);
         assert_eq!(s.pending(), 2);
         let uuid = s.head().unwrap().uuid.clone();
@@ -293,6 +339,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = UpdateStream::new(POLICY);
         s.push(status(TaskState::TaskRunning));
+        s.mark_durable(s.pushed());
         s.mark_sent(t0);
         s.mark_sent(t0);
         s.resend_now();
@@ -305,7 +352,9 @@ mod tests {
     fn terminal_acknowledgement_completes_the_stream_and_survives_a_checkpoint() {
         let mut s = UpdateStream::new(POLICY);
         s.push(status(TaskState::TaskStarting));
+        s.mark_durable(s.pushed());
         s.push(status(TaskState::TaskFinished));
+        s.mark_durable(s.pushed());
         let a = s.head().unwrap().uuid.clone();
         s.acknowledge(&a);
         assert!(s.has_terminal() && !s.is_complete());
@@ -324,5 +373,32 @@ mod tests {
         assert!(s.due(Instant::now()).is_none());
         assert!(s.next_deadline().is_none());
         assert_eq!(s.latest_state(), Some(TaskState::TaskFinished));
+    }
+
+    #[test]
+    fn an_update_is_sent_only_once_it_is_checkpointed() {
+        let t0 = Instant::now();
+        let mut s = UpdateStream::new(POLICY);
+        s.push(status(TaskState::TaskStarting));
+        assert!(s.due(t0).is_none(), "not checkpointed yet");
+        assert!(s.next_deadline().is_none());
+        assert!(!s.is_durable());
+        let upto = s.pushed();
+        s.push(status(TaskState::TaskRunning));
+        s.mark_durable(upto);
+        let starting = s.due(t0).expect("the first is durable").uuid.clone();
+        s.mark_sent(t0);
+        assert_eq!(
+            s.acknowledge(&starting),
+            AckOutcome::Acknowledged { terminal: false }
+        );
+        assert!(s.due(t0).is_none(), "RUNNING is not checkpointed yet");
+        s.mark_durable(u64::MAX);
+        assert!(s.is_durable());
+        assert_eq!(s.due(t0).unwrap().state(), TaskState::TaskRunning);
+        // A stream read back from its checkpoint is durable.
+        let back = UpdateStream::from_records(s.records().to_vec(), POLICY);
+        assert!(back.is_durable());
+        assert!(back.due(t0).is_some());
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! 1. leaves the agent's session (`setsid`), so signals and the death of the
 //!    agent do not reach it;
-//! 2. records its own pid and start time in `DIR/supervisor.json`;
+//! 2. records its own pid, start time and the machine's boot id in
+//!    `DIR/supervisor.json`;
 //! 3. starts the task (cwd = sandbox, stdout and stderr to files, the given
 //!    environment only) in a process group of its own, and adds the task's
 //!    pid and start time to `supervisor.json`;
@@ -49,6 +50,21 @@ pub(crate) struct SupervisorSpec {
     pub cwd: PathBuf,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// The most resident memory the task's processes may use together;
+    /// above it they are killed (reported like an OOM kill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
+    /// The user to run the task as (the supervisor runs as root then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<TaskUser>,
+}
+
+/// A user a task runs as.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TaskUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// `supervisor.json`: who the supervisor and the task are.
@@ -181,11 +197,21 @@ fn supervise(run_dir: &Path) -> Result<(), String> {
         // It already exited (and is a zombie we have not reaped, so /proc
         // would still show it): cannot happen in practice; record a start
         // time of 0 so the agent still knows the pid.
-        record.task = Some(ProcessIdentity { pid, start_time: 0 });
+        record.task = Some(ProcessIdentity {
+            pid,
+            start_time: 0,
+            boot_id: crate::procfs::boot_id(),
+        });
     }
     write_json(&run_dir.join(SUPERVISOR_FILE), &record)?;
     log(format_args!("started the task as pid {pid}"));
 
+    let over_limit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = spec.memory_limit_bytes.map(|limit| {
+        let (over_limit, ended) = (over_limit.clone(), ended.clone());
+        std::thread::spawn(move || watch_memory(pid, limit, &over_limit, &ended))
+    });
     let status = loop {
         match child.wait() {
             Ok(s) => break s,
@@ -193,6 +219,10 @@ fn supervise(run_dir: &Path) -> Result<(), String> {
             Err(e) => return Err(format!("cannot wait for the task (pid {pid}): {e}")),
         }
     };
+    ended.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
     // The task's main process has ended; whatever it left behind in its
     // process group goes with it (as when Mesos destroys a container).
     let _ = nix::sys::signal::killpg(
@@ -200,6 +230,9 @@ fn supervise(run_dir: &Path) -> Result<(), String> {
         nix::sys::signal::Signal::SIGKILL,
     );
     let termination = match (status.code(), status.signal()) {
+        _ if over_limit.load(std::sync::atomic::Ordering::SeqCst) => Termination::OomKilled {
+            code: status.code().unwrap_or(128 + status.signal().unwrap_or(9)),
+        },
         (Some(code), _) => Termination::Exited { code },
         (None, Some(signal)) => Termination::Signaled { signal },
         (None, None) => Termination::Vanished {
@@ -208,6 +241,41 @@ fn supervise(run_dir: &Path) -> Result<(), String> {
     };
     log(format_args!("the task ended: {termination:?}"));
     record_end(run_dir, termination)
+}
+
+/// Kills the task's processes (its group, and whatever it started) with
+/// SIGKILL once they use more than `limit` bytes of resident memory.
+fn watch_memory(
+    pid: i32,
+    limit: u64,
+    over_limit: &std::sync::atomic::AtomicBool,
+    ended: &std::sync::atomic::AtomicBool,
+) {
+    use std::sync::atomic::Ordering;
+    while !ended.load(Ordering::SeqCst) {
+        let used = crate::limits::resident_bytes(pid);
+        if used > limit {
+            over_limit.store(true, Ordering::SeqCst);
+            log(format_args!(
+                "the task uses {} MB of resident memory, over its limit of {} MB: killing it",
+                used >> 20,
+                limit >> 20
+            ));
+            let members = crate::limits::descendants(pid);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            for p in members.into_iter().filter(|&p| p != pid && p > 1) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return;
+        }
+        std::thread::sleep(crate::limits::MEMORY_WATCH_INTERVAL);
+    }
 }
 
 fn open_output(path: &Path) -> Result<fs::File, String> {
@@ -232,6 +300,9 @@ fn start_task(spec: &SupervisorSpec) -> Result<std::process::Child, String> {
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0);
+    if let Some(u) = &spec.user {
+        cmd.uid(u.uid).gid(u.gid);
+    }
     cmd.spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", spec.program))
 }

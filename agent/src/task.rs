@@ -44,6 +44,10 @@ pub(crate) struct TaskEntry {
     /// When the task started to run and which health checks passed
     /// (checkpointed), once its checks have started.
     pub health: Option<HealthRecord>,
+    /// Whether the task is in the checkpoint (its `task.pb` was written):
+    /// its updates are then sent only once checkpointed. A launch whose
+    /// checkpoint failed, and a notice about an unknown task, are not.
+    pub recorded: bool,
 }
 
 impl TaskEntry {
@@ -93,7 +97,8 @@ pub(crate) fn outcome(termination: &Termination, kill: Option<&KillRecord>) -> O
         Termination::OomKilled { code } => (Some(*code), format!("exit code {code}")),
         Termination::LaunchFailed { message }
         | Termination::Vanished { message }
-        | Termination::Refused { message } => (None, message.clone()),
+        | Termination::Refused { message }
+        | Termination::Lost { message } => (None, message.clone()),
     };
     if let Some(kill) = kill {
         let grace = Duration::from_secs_f64(kill.grace_seconds.max(0.0));
@@ -113,7 +118,8 @@ pub(crate) fn outcome(termination: &Termination, kill: Option<&KillRecord>) -> O
             }
             Termination::LaunchFailed { .. }
             | Termination::Vanished { .. }
-            | Termination::Refused { .. } => format!("{prefix}: {detail}"),
+            | Termination::Refused { .. }
+            | Termination::Lost { .. } => format!("{prefix}: {detail}"),
         };
         let reason = if matches!(
             termination,
@@ -167,6 +173,12 @@ pub(crate) fn outcome(termination: &Termination, kill: Option<&KillRecord>) -> O
             state: TaskState::TaskFailed,
             reason: StatusReason::ReasonContainerLimitationMemory,
             message: format!("Memory limit exceeded: the container was OOM killed ({detail})"),
+            exit_code,
+        },
+        Termination::Lost { .. } => Outcome {
+            state: TaskState::TaskLost,
+            reason: StatusReason::ReasonAgentRestarted,
+            message: format!("The agent lost track of the task: {detail}"),
             exit_code,
         },
         Termination::Refused { .. } => Outcome {
@@ -272,6 +284,22 @@ mod tests {
         );
         assert_eq!(o.state, TaskState::TaskFailed);
         assert_eq!(o.reason, StatusReason::ReasonExecutorTerminated);
+    }
+
+    #[test]
+    fn a_container_the_agent_cannot_follow_is_lost_not_failed() {
+        let o = outcome(
+            &Termination::Lost {
+                message: "Docker does not answer".into(),
+            },
+            None,
+        );
+        assert_eq!(o.state, TaskState::TaskLost);
+        assert!(
+            o.message.contains("Docker does not answer"),
+            "{}",
+            o.message
+        );
     }
 
     #[test]

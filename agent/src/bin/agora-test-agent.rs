@@ -18,7 +18,8 @@ async fn main() {
     let mut config = agora_agent::AgentConfig::new(master.as_str(), work_dir.as_str());
     config.listen = "127.0.0.1:0".parse().expect("an address");
     config.hostname = "agent-under-test".into();
-    config.resources = agora_proto::Resources::parse("cpus:2;mem:1024;disk:2048").ok();
+    config.resources =
+        agora_proto::Resources::parse("cpus:2;mem:1024;disk:2048;ports:[1024-65535]").ok();
     config.supervisor_command = vec![supervisor.into()];
     config.status_retry_min = Duration::from_millis(100);
     config.status_retry_max = Duration::from_millis(400);

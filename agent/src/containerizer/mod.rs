@@ -100,6 +100,10 @@ pub enum Termination {
     /// container used more memory than its limit (the exit code is what the
     /// container runtime reported, usually 137).
     OomKilled { code: i32 },
+    /// The agent cannot follow the container (its runtime does not answer,
+    /// or is not there); it may still run. Reported `TASK_LOST`, never
+    /// `TASK_FAILED`.
+    Lost { message: String },
     /// The containerizer refused to run the task as asked (a volume outside
     /// the allowed roots, privileged mode where it is not allowed, ...): the
     /// task itself is wrong, and reported `TASK_ERROR`.

@@ -26,8 +26,10 @@ use super::{
 };
 use crate::checkpoint::{list_dir, remove_dir_all_if_exists, write_atomic};
 use crate::error::AgentError;
-use crate::procfs::read_stat;
-use crate::supervisor::{LOG_FILE, SPEC_FILE, StatusRecord, SupervisorRecord, SupervisorSpec};
+use crate::procfs::{boot_id, may_signal_group, read_stat};
+use crate::supervisor::{
+    LOG_FILE, SPEC_FILE, StatusRecord, SupervisorRecord, SupervisorSpec, TaskUser,
+};
 
 /// How long a new supervisor may take to start the task before the launch
 /// is given up.
@@ -108,17 +110,23 @@ impl ProcessContainerizer {
             .as_ref()
             .ok_or_else(|| AgentError::Launch("the task has no command".into()))?;
         let (program, argv) = command_argv(command).map_err(AgentError::Launch)?;
-        if !command.user.is_empty() {
-            tracing::warn!(user = %command.user,
-                "the task asks to run as another user; it runs as the agent's user (switching users is not supported yet)");
+        let mut env = task_environment(request, |k| std::env::var(k).ok());
+        let user = task_user(&command.user, &request.sandbox)?;
+        if let Some(u) = &user {
+            set_var(&mut env, "USER", u.name.clone());
+            set_var(&mut env, "LOGNAME", u.name.clone());
         }
+        let resources =
+            agora_proto::Resources::from_proto(&request.task.resources).unwrap_or_default();
         let spec = SupervisorSpec {
             program,
             argv,
-            env: task_environment(request, |k| std::env::var(k).ok()),
+            env,
             cwd: request.sandbox.clone(),
             stdout: request.sandbox.join("stdout"),
             stderr: request.sandbox.join("stderr"),
+            memory_limit_bytes: crate::limits::memory_limit_bytes(&resources),
+            user,
         };
         let run_dir = self.run_dir(&request.container_id);
         let bytes = serde_json::to_vec_pretty(&spec).unwrap_or_default();
@@ -178,15 +186,70 @@ impl ProcessContainerizer {
         }
     }
 
-    /// Kills a container's task group if it still runs (used for containers
-    /// whose supervisor is gone, and for orphans).
+    /// Kills a container's task group if it still runs and is provably the
+    /// task's (same boot, same start time; see [`may_signal_group`]). Used
+    /// for containers whose supervisor is gone, and for orphans.
     fn kill_task_group(record: &SupervisorRecord) {
-        if let Some(task) = record.task
-            && (task.is_alive() || group_exists(task.pid))
-        {
+        let Some(task) = &record.task else {
+            return;
+        };
+        let leader = read_stat(task.pid);
+        let ours = may_signal_group(
+            task,
+            boot_id().as_deref(),
+            leader.as_ref(),
+            group_exists(task.pid),
+        );
+        if ours {
             let _ = killpg(Pid::from_raw(task.pid), Signal::SIGKILL);
+        } else if leader.is_some() || group_exists(task.pid) {
+            tracing::warn!(
+                pid = task.pid,
+                "not signalling process group {}: it is not provably the task's (its pid was \
+                 reused, or the machine rebooted since)",
+                task.pid
+            );
         }
     }
+}
+
+/// The user a task runs as: the one its command names, when the agent runs
+/// as root (its sandbox is then given to that user); `None` for the agent's
+/// own user. An unknown user is the task's mistake (`TASK_ERROR`).
+fn task_user(name: &str, sandbox: &Path) -> Result<Option<TaskUser>, AgentError> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let me = nix::unistd::geteuid();
+    if !me.is_root() {
+        let mine = nix::unistd::User::from_uid(me)
+            .ok()
+            .flatten()
+            .is_some_and(|u| u.name == name);
+        if !mine {
+            tracing::warn!(user = %name,
+                "the task asks to run as another user; the agent is not root, so it runs as the agent's user");
+        }
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|e| AgentError::Launch(format!("cannot look up the user `{name}`: {e}")))?
+        .ok_or_else(|| {
+            AgentError::Refused(format!(
+                "the task's user `{name}` does not exist on this agent"
+            ))
+        })?;
+    nix::unistd::chown(sandbox, Some(user.uid), Some(user.gid)).map_err(|e| {
+        AgentError::Launch(format!(
+            "cannot give the sandbox {} to the user `{name}`: {e}",
+            sandbox.display()
+        ))
+    })?;
+    Ok(Some(TaskUser {
+        name: name.to_string(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    }))
 }
 
 /// Sleeps for `d`, or less if the supervisor is reaped meanwhile.
@@ -209,7 +272,7 @@ async fn pause(reaped: &mut Option<watch::Receiver<bool>>, d: Duration) {
 
 fn launched(record: Option<SupervisorRecord>) -> Launched {
     Launched {
-        pid: record.as_ref().and_then(|r| r.task.map(|t| t.pid)),
+        pid: record.as_ref().and_then(|r| r.task.as_ref().map(|t| t.pid)),
         checkpoint: record
             .map(|r| serde_json::to_value(r).unwrap_or_default())
             .unwrap_or_default(),

@@ -363,7 +363,7 @@ pub fn config(master: &FakeMaster, work_dir: &Path) -> AgentConfig {
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.hostname = "agent-under-test".into();
     c.resources = Some(
-        agora_proto::Resources::parse("cpus:2;mem:1024;disk:2048;ports:[31000-31010]").unwrap(),
+        agora_proto::Resources::parse("cpus:2;mem:1024;disk:2048;ports:[1024-65535]").unwrap(),
     );
     c.attributes = agora_proto::parse_attributes("rack:r1;level:3").unwrap();
     c.supervisor_command = vec![env!("CARGO_BIN_EXE_agora-task-supervisor").into()];

@@ -9,3 +9,4 @@ mod t50_recovery;
 mod t60_http;
 mod t70_sigkill;
 mod t80_health;
+mod t90_faults;

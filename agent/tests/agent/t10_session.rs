@@ -19,7 +19,7 @@ async fn registers_gets_an_id_and_heartbeats() {
     let resources = agora_proto::Resources::from_proto(&info.resources).unwrap();
     assert_eq!(
         resources.to_string(),
-        "cpus:2;disk:2048;mem:1024;ports:[31000-31010]"
+        "cpus:2;disk:2048;mem:1024;ports:[1024-65535]"
     );
     assert_eq!(
         agora_proto::format_attributes(&info.attributes),

@@ -31,7 +31,7 @@ async fn health_and_state() {
     assert_eq!(state["connected"], true);
     assert_eq!(
         state["resources"],
-        "cpus:2;disk:2048;mem:1024;ports:[31000-31010]"
+        "cpus:2;disk:2048;mem:1024;ports:[1024-65535]"
     );
     assert_eq!(state["attributes"], "rack:r1;level:3");
     assert_eq!(state["version"], agora_proto::VERSION);

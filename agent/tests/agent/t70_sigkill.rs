@@ -7,7 +7,7 @@ use tokio::process::{Child, Command};
 
 use crate::common::*;
 
-fn spawn_agent(master: &FakeMaster, work_dir: &Path) -> Child {
+pub(crate) fn spawn_agent(master: &FakeMaster, work_dir: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_agora-test-agent"))
         .arg(master.addr.to_string())
         .arg(work_dir)

@@ -102,6 +102,10 @@ pub async fn connect_docker(host: &str) -> Result<Docker, AgentError> {
     }
 }
 
+/// How often recovery asks Docker about a container before it gives up
+/// (about 6 s with the backoff).
+const RECOVER_ATTEMPTS: u32 = 6;
+
 /// How the agent runs Docker tasks.
 #[derive(Clone, Debug)]
 pub struct DockerSettings {
@@ -112,6 +116,8 @@ pub struct DockerSettings {
     /// How long an ended container is kept after its task's final status
     /// was acknowledged.
     pub remove_delay: Duration,
+    /// How long a launch (pull included) may take.
+    pub launch_timeout: Duration,
     /// The agent's work directory (containers are labelled with it).
     pub work_dir: PathBuf,
 }
@@ -133,6 +139,7 @@ struct Inner {
     docker: Docker,
     rules: SpecRules,
     remove_delay: Duration,
+    launch_timeout: Duration,
     /// `<work_dir>/docker`.
     state_dir: PathBuf,
     containers: Mutex<HashMap<ContainerId, Watched>>,
@@ -169,6 +176,7 @@ impl DockerContainerizer {
                     work_dir: work_dir.to_string_lossy().into_owned(),
                 },
                 remove_delay: settings.remove_delay,
+                launch_timeout: settings.launch_timeout,
                 state_dir: work_dir.join("docker"),
                 containers: Mutex::new(HashMap::new()),
                 shutdown,
@@ -306,12 +314,27 @@ impl DockerContainerizer {
     /// What became of one container the agent knew.
     async fn recover_one(&self, k: &KnownContainer) -> Recovered {
         let name = container_name(k.container_id.as_str());
-        let state = match self
-            .inner
-            .docker
-            .inspect_container(&name, None::<InspectContainerOptions>)
-            .await
-        {
+        // Errors other than "no such container" may pass: tried again,
+        // with backoff, for a few seconds.
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        let inspected = loop {
+            match self
+                .inner
+                .docker
+                .inspect_container(&name, None::<InspectContainerOptions>)
+                .await
+            {
+                Err(e) if !is_not_found(&e) && attempt < RECOVER_ATTEMPTS => {
+                    warn!(container = %name, attempt, "cannot inspect the container: {}; trying again", daemon_message(&e));
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        let state = match inspected {
             Ok(c) => c.state.unwrap_or_default(),
             Err(e) if is_not_found(&e) => {
                 return Recovered::Ended(Termination::Vanished {
@@ -322,9 +345,10 @@ impl DockerContainerizer {
                 });
             }
             Err(e) => {
-                return Recovered::Ended(Termination::Vanished {
+                return Recovered::Ended(Termination::Lost {
                     message: format!(
-                        "cannot inspect its Docker container {name}: {}",
+                        "cannot inspect its Docker container {name} ({RECOVER_ATTEMPTS} tries): \
+                         {}; it may still run",
                         daemon_message(&e)
                     ),
                 });
@@ -600,26 +624,8 @@ async fn signal(docker: &Docker, name: &str, signal: &str) -> Result<(), AgentEr
     }
 }
 
-#[async_trait]
-impl Containerizer for DockerContainerizer {
-    fn name(&self) -> &'static str {
-        "docker"
-    }
-
-    fn supports(&self, task: &TaskInfo) -> bool {
-        is_docker_task(task.container.as_ref())
-    }
-
-    async fn recover(&self, known: Vec<KnownContainer>) -> Result<Vec<Recovered>, AgentError> {
-        let mut out = Vec::with_capacity(known.len());
-        for k in &known {
-            out.push(self.recover_one(k).await);
-        }
-        self.remove_orphans(&known).await?;
-        Ok(out)
-    }
-
-    async fn launch(&self, request: LaunchRequest) -> Result<Launched, AgentError> {
+impl DockerContainerizer {
+    async fn launch_in_time(&self, request: LaunchRequest) -> Result<Launched, AgentError> {
         let spec = container_spec(&request, &self.inner.rules).map_err(AgentError::Refused)?;
         self.ensure_image(&spec.image, spec.force_pull).await?;
         let docker = &self.inner.docker;
@@ -657,7 +663,43 @@ impl Containerizer for DockerContainerizer {
         self.watch(&request.container_id, spec.name.clone(), request.sandbox);
         Ok(launched(pid, &spec.name))
     }
+}
 
+#[async_trait]
+impl Containerizer for DockerContainerizer {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn supports(&self, task: &TaskInfo) -> bool {
+        is_docker_task(task.container.as_ref())
+    }
+
+    async fn recover(&self, known: Vec<KnownContainer>) -> Result<Vec<Recovered>, AgentError> {
+        let mut out = Vec::with_capacity(known.len());
+        for k in &known {
+            out.push(self.recover_one(k).await);
+        }
+        self.remove_orphans(&known).await?;
+        Ok(out)
+    }
+
+    /// Launches within `launch_timeout` (pull included); a launch that
+    /// takes longer is given up and its container removed.
+    async fn launch(&self, request: LaunchRequest) -> Result<Launched, AgentError> {
+        let id = request.container_id.clone();
+        let limit = self.inner.launch_timeout;
+        match tokio::time::timeout(limit, self.launch_in_time(request)).await {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = self.remove_container(&id).await;
+                Err(AgentError::Launch(format!(
+                    "the container did not start within {limit:?} (its image pull included; \
+                     see the agent's docker_launch_timeout)"
+                )))
+            }
+        }
+    }
     async fn wait(&self, id: &ContainerId) -> Result<Termination, AgentError> {
         let mut ended = self.lookup(id)?.ended;
         loop {
