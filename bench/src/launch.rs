@@ -10,9 +10,13 @@
 //! 2. `--agents` simulated agents ([`crate::sim`]) register, each over its own
 //!    connection; their tasks reach `TASK_RUNNING` as soon as they are
 //!    launched and run until the end.
-//! 3. One framework (the scheduler SDK, as every framework) subscribes and,
-//!    for every offer, launches as many tasks as fit in it until it has
-//!    launched `--tasks`; it acknowledges every update.
+//! 3. One framework subscribes and, for every offer, launches as many tasks
+//!    as fit in it until it has launched `--tasks`; it acknowledges every
+//!    update. With `--api grpc` (the default) it is the scheduler SDK, as
+//!    every Agora framework; with `--api mesos` it speaks the Mesos v1
+//!    scheduler HTTP API as a Mesos framework does ([`crate::mesos_http`]:
+//!    JSON calls, one `POST` each, events read from the RecordIO stream, one
+//!    `ACKNOWLEDGE` per update).
 //!
 //! Measured from the framework's side: a task's latency runs from the
 //! moment its `accept` is handed to the driver to the moment its
@@ -25,7 +29,7 @@ use std::time::Duration;
 use agora_proto::Resources;
 use agora_proto::v1::{self, TaskState};
 use agora_scheduler::{Event, Scheduler, SchedulerConfig};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -33,11 +37,35 @@ use tokio_util::sync::CancellationToken;
 
 use crate::BenchError;
 use crate::allocator::round3;
+use crate::mesos_http::{MesosEvent, MesosScheduler, OfferJson, StatusJson};
 use crate::sim::{SimCluster, SimConfig, parse_duration};
+
+/// The API the benchmark's framework speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LaunchApi {
+    /// Agora's gRPC scheduler service, through the scheduler SDK.
+    #[default]
+    Grpc,
+    /// The Mesos v1 scheduler HTTP API (`POST /api/v1/scheduler`, JSON).
+    Mesos,
+}
+
+impl LaunchApi {
+    pub fn name(self) -> &'static str {
+        match self {
+            LaunchApi::Grpc => "grpc",
+            LaunchApi::Mesos => "mesos",
+        }
+    }
+}
 
 /// `agora bench launch`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LaunchArgs {
+    /// The framework's API: `grpc` (the SDK) or `mesos` (the Mesos v1
+    /// scheduler HTTP API, JSON).
+    #[arg(long, env = "AGORA_API", value_enum, default_value = "grpc")]
+    pub api: LaunchApi,
     /// Simulated agents.
     #[arg(long, env = "AGORA_AGENTS", default_value = "1000", value_parser = crate::at_least_one)]
     pub agents: usize,
@@ -79,6 +107,7 @@ pub struct LaunchArgs {
 /// What one run measured.
 #[derive(Debug, Clone)]
 pub struct LaunchReport {
+    pub api: LaunchApi,
     pub agents: usize,
     pub tasks: usize,
     pub tasks_per_s: f64,
@@ -100,6 +129,7 @@ pub struct LaunchReport {
 impl LaunchReport {
     pub fn json(&self) -> serde_json::Value {
         json!({
+            "api": self.api.name(),
             "agents": self.agents,
             "tasks": self.tasks,
             "tasks_per_s": self.tasks_per_s.round(),
@@ -193,12 +223,17 @@ async fn start_master(args: &LaunchArgs) -> anyhow::Result<(MasterUnderTest, Str
 
 /// How many tasks of `task` fit in `offer` (scalars only).
 pub(crate) fn fits(offer: &Resources, task: &Resources) -> usize {
+    fits_by(|name| offer.scalar(name).milli(), task)
+}
+
+/// How many tasks of `task` fit in what `have` says is there (thousandths
+/// of each scalar, by name).
+fn fits_by(have: impl Fn(&str) -> i64, task: &Resources) -> usize {
     let mut n = usize::MAX;
     for r in task.iter() {
         let need = task.scalar(&r.name).milli();
         if need > 0 {
-            let have = offer.scalar(&r.name).milli();
-            n = n.min((have / need) as usize);
+            n = n.min((have(&r.name).max(0) / need) as usize);
         }
     }
     if n == usize::MAX { 0 } else { n }
@@ -250,16 +285,10 @@ async fn drive(
     let register_s = started.elapsed().as_secs_f64();
     tracing::info!(agents, register_s, "simulated agents registered");
 
-    let mut config = SchedulerConfig::new(address, "agora-bench-launch");
-    config.framework.failover_timeout = 3600.0;
-    let (scheduler, mut events) = Scheduler::start(config)?;
-    let outcome = launch_tasks(args, &scheduler, &mut events, &task_resources, deadline).await;
-    tracing::info!(
-        ok = outcome.is_ok(),
-        "launching done; stopping the framework"
-    );
-    scheduler.stop().await;
-    tracing::info!("framework stopped");
+    let outcome = match args.api {
+        LaunchApi::Grpc => launch_grpc(args, address, &task_resources, deadline).await,
+        LaunchApi::Mesos => launch_mesos(args, address, &task_resources, deadline).await,
+    };
     let (latencies, first, last, accepts) = match outcome {
         Ok(o) => o,
         Err(e) => {
@@ -277,6 +306,7 @@ async fn drive(
     let q = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
     let launch_s = last.duration_since(first).as_secs_f64();
     Ok(LaunchReport {
+        api: args.api,
         agents: args.agents,
         tasks: args.tasks,
         tasks_per_s: args.tasks as f64 / launch_s.max(1e-9),
@@ -289,6 +319,30 @@ async fn drive(
         launch_s,
         register_s,
     })
+}
+
+/// What the framework measured: each task's launch-to-RUNNING latency, the
+/// first launch and last RUNNING instants, and the accepts sent.
+type Outcome = (Vec<Duration>, Instant, Instant, usize);
+
+/// The framework on the scheduler SDK (gRPC).
+async fn launch_grpc(
+    args: &LaunchArgs,
+    address: &str,
+    task_resources: &Resources,
+    deadline: Instant,
+) -> anyhow::Result<Outcome> {
+    let mut config = SchedulerConfig::new(address, "agora-bench-launch");
+    config.framework.failover_timeout = 3600.0;
+    let (scheduler, mut events) = Scheduler::start(config)?;
+    let outcome = launch_tasks(args, &scheduler, &mut events, task_resources, deadline).await;
+    tracing::info!(
+        ok = outcome.is_ok(),
+        "launching done; stopping the framework"
+    );
+    scheduler.stop().await;
+    tracing::info!("framework stopped");
+    outcome
 }
 
 /// The framework: launches on every offer until `args.tasks` are launched,
@@ -305,7 +359,7 @@ async fn launch_tasks(
     events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
     task_resources: &Resources,
     deadline: Instant,
-) -> anyhow::Result<(Vec<Duration>, Instant, Instant, usize)> {
+) -> anyhow::Result<Outcome> {
     let mut f = Launcher {
         total: args.tasks,
         task_proto: task_resources.to_proto(),
@@ -459,6 +513,185 @@ impl Launcher<'_> {
             self.suppressed = true;
         }
         Ok(())
+    }
+}
+
+/// The framework on the Mesos v1 scheduler HTTP API: the same workload as
+/// [`launch_tasks`], in Mesos's JSON.
+async fn launch_mesos(
+    args: &LaunchArgs,
+    address: &str,
+    task_resources: &Resources,
+    deadline: Instant,
+) -> anyhow::Result<Outcome> {
+    let info = json!({"user": "root", "name": "agora-bench-launch", "failover_timeout": 3600.0});
+    let (scheduler, mut events) =
+        tokio::time::timeout_at(deadline, MesosScheduler::subscribe(address, info))
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out subscribing"))??;
+    let mut names: Vec<&str> = task_resources.iter().map(|r| r.name.as_str()).collect();
+    names.dedup();
+    let resources: Vec<Value> = names
+        .into_iter()
+        .map(|name| {
+            json!({"name": name, "type": "SCALAR",
+                   "scalar": {"value": task_resources.scalar(name).as_f64()}, "role": "*"})
+        })
+        .collect();
+    let mut f = MesosLauncher {
+        total: args.tasks,
+        resources,
+        task_resources,
+        launched_at: vec![None; args.tasks],
+        latencies: Vec::with_capacity(args.tasks),
+        launched: 0,
+        running: 0,
+        accepts: 0,
+        first: None,
+        last: Instant::now(),
+        suppressed: false,
+        offers: std::collections::VecDeque::new(),
+    };
+    let outcome = async {
+        while f.running < f.total {
+            if let Some(why) = scheduler.failure() {
+                anyhow::bail!("{why}");
+            }
+            while let Ok(event) = events.try_recv() {
+                f.handle(&scheduler, event)?;
+            }
+            if f.running >= f.total {
+                break;
+            }
+            if let Some(offer) = f.offers.pop_front() {
+                f.launch(&scheduler, offer);
+                continue;
+            }
+            let wait = deadline.min(Instant::now() + Duration::from_secs(5));
+            match tokio::time::timeout_at(wait, events.recv()).await {
+                Ok(Some(event)) => f.handle(&scheduler, event)?,
+                Ok(None) => anyhow::bail!("the event stream's reader stopped"),
+                Err(_) if wait < deadline => tracing::info!(
+                    launched = f.launched,
+                    running = f.running,
+                    offers = f.offers.len(),
+                    "still waiting"
+                ),
+                Err(_) => anyhow::bail!(
+                    "timed out: {} of {} tasks launched, {} running",
+                    f.launched,
+                    f.total,
+                    f.running
+                ),
+            }
+        }
+        Ok(())
+    }
+    .await;
+    tracing::info!(
+        ok = outcome.is_ok(),
+        "launching done; closing the framework's stream"
+    );
+    scheduler.close().await;
+    outcome?;
+    Ok((f.latencies, f.first.unwrap_or(f.last), f.last, f.accepts))
+}
+
+struct MesosLauncher<'a> {
+    total: usize,
+    /// A task's resources, as Mesos JSON.
+    resources: Vec<Value>,
+    task_resources: &'a Resources,
+    launched_at: Vec<Option<Instant>>,
+    latencies: Vec<Duration>,
+    launched: usize,
+    running: usize,
+    accepts: usize,
+    first: Option<Instant>,
+    last: Instant,
+    suppressed: bool,
+    offers: std::collections::VecDeque<OfferJson>,
+}
+
+impl MesosLauncher<'_> {
+    fn handle(&mut self, scheduler: &MesosScheduler, event: MesosEvent) -> anyhow::Result<()> {
+        match event {
+            MesosEvent::Offers(offers) => self.offers.extend(offers),
+            MesosEvent::Update(status) => {
+                self.update(&status)?;
+                scheduler.acknowledge(&status);
+            }
+            MesosEvent::Error(e) => anyhow::bail!("the master sent an ERROR: {e}"),
+            MesosEvent::Ended(why) => anyhow::bail!("the framework lost the master: {why}"),
+            MesosEvent::Subscribed { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn update(&mut self, s: &StatusJson) -> anyhow::Result<()> {
+        let Some(i) = s
+            .task_id
+            .value
+            .strip_prefix("bench-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&i| i < self.total)
+        else {
+            return Ok(());
+        };
+        match s.state.as_str() {
+            "TASK_RUNNING" => {
+                if let Some(at) = self.launched_at[i].take() {
+                    let now = Instant::now();
+                    self.latencies.push(now.duration_since(at));
+                    self.running += 1;
+                    self.last = now;
+                }
+            }
+            "TASK_STAGING" | "TASK_STARTING" => {}
+            other => anyhow::bail!(
+                "task {} ended {other}: {} ({})",
+                s.task_id.value,
+                s.message.as_deref().unwrap_or(""),
+                s.reason.as_deref().unwrap_or("no reason")
+            ),
+        }
+        Ok(())
+    }
+
+    /// Launches as many tasks as fit on the offer (declines it once every
+    /// task is launched).
+    fn launch(&mut self, scheduler: &MesosScheduler, offer: OfferJson) {
+        if self.launched >= self.total {
+            scheduler.decline(&[offer.id.value.as_str()], 3600.0);
+            return;
+        }
+        let have = |name: &str| (offer.scalar(name) * 1000.0).round() as i64;
+        let n = fits_by(have, self.task_resources).min(self.total - self.launched);
+        let range = self.launched..self.launched + n;
+        let tasks: Vec<Value> = range
+            .clone()
+            .map(|i| {
+                json!({
+                    "name": "bench",
+                    "task_id": {"value": format!("bench-{i}")},
+                    "agent_id": {"value": offer.agent_id.value},
+                    "resources": self.resources,
+                    "command": {"value": "sleep 3600"},
+                })
+            })
+            .collect();
+        let now = Instant::now();
+        self.first.get_or_insert(now);
+        for slot in &mut self.launched_at[range] {
+            *slot = Some(now);
+        }
+        self.launched += n;
+        self.accepts += 1;
+        scheduler.launch(&offer.id.value, tasks, 3600.0);
+        if self.launched >= self.total && !self.suppressed {
+            scheduler.suppress();
+            self.suppressed = true;
+        }
     }
 }
 

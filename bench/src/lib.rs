@@ -17,7 +17,8 @@
 //! * [`health`]: one agent running an HTTP health check every second for
 //!   each of 1,000 tasks (simulated tasks, real checks over loopback).
 //! * [`launch`]: a real master, simulated agents and a framework launching
-//!   tasks as fast as offers allow.
+//!   tasks as fast as offers allow, over gRPC (the SDK) or the Mesos v1
+//!   scheduler HTTP API ([`mesos_http`]).
 //! * [`services`]: the services framework scaling one app to 10,000
 //!   instances (embedded store and ZooKeeper), a rolling restart, and
 //!   listing 1,000 apps with their tasks.
@@ -39,6 +40,7 @@ pub mod docker;
 pub mod failover;
 pub mod health;
 pub mod launch;
+pub mod mesos_http;
 mod process;
 pub mod services;
 pub mod services_failover;

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use agora_bench::launch::{LaunchArgs, run as run_launch};
+use agora_bench::launch::{LaunchApi, LaunchArgs, run as run_launch};
 use agora_bench::sim::{SimCluster, SimConfig};
 use agora_master::{MasterConfig, RunningMaster};
 use agora_proto::Resources;
@@ -279,6 +279,7 @@ async fn agents_follow_a_new_leader_and_reregister_with_their_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn launch_benchmark_runs_every_task_and_reports_its_figures() {
     let args = LaunchArgs {
+        api: LaunchApi::Grpc,
         agents: 20,
         tasks: 500,
         agent_resources: Resources::parse("cpus:4;mem:8192").unwrap(),
@@ -304,6 +305,38 @@ async fn launch_benchmark_runs_every_task_and_reports_its_figures() {
         "latency_ms_p50",
         "latency_ms_p99",
         "master_peak_rss_mb",
+    ] {
+        assert!(line.get(key).is_some(), "{key} missing in {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launch_benchmark_over_the_mesos_http_api_runs_every_task() {
+    let args = LaunchArgs {
+        api: LaunchApi::Mesos,
+        agents: 20,
+        tasks: 500,
+        agent_resources: Resources::parse("cpus:4;mem:8192").unwrap(),
+        task_resources: Resources::parse("cpus:0.1;mem:32").unwrap(),
+        master: None,
+        in_process: true,
+        master_bin: None,
+        timeout: Duration::from_secs(60),
+    };
+    let report = run_launch(&args).await.unwrap();
+    assert_eq!(report.tasks, 500);
+    assert!(report.tasks_per_s > 0.0);
+    assert!(report.latency_ms_p50 <= report.latency_ms_p99);
+    // 40 tasks fit on each agent's offer: at least 13 accepts.
+    assert!(report.accepts >= 13, "{}", report.json());
+    let line = report.json();
+    assert_eq!(line["api"], "mesos");
+    for key in [
+        "agents",
+        "tasks",
+        "tasks_per_s",
+        "latency_ms_p50",
+        "latency_ms_p99",
     ] {
         assert!(line.get(key).is_some(), "{key} missing in {line}");
     }
