@@ -267,3 +267,174 @@ async fn t42_a_task_that_ends_behind_an_unacknowledged_update_frees_its_resource
     assert_eq!(cpus, 1.0, "{offer:?}");
     scheduler.stop().await;
 }
+
+/// Opens an agent session with `register` and returns the session's
+/// inbound stream, which the caller keeps (the session lasts as long).
+async fn open_agent(
+    master: &str,
+    register: v1::RegisterAgent,
+) -> tonic::Streaming<v1::MasterToAgent> {
+    let mut client = agent_service_client::AgentServiceClient::connect(format!("http://{master}"))
+        .await
+        .expect("connect to the master");
+    let first = AgentMessage {
+        message: Some(agent_message::Message::Register(register)),
+    };
+    let outbound = futures::stream::iter(vec![first]).chain(futures::stream::pending());
+    let mut inbound = client
+        .session(outbound)
+        .await
+        .expect("the master opens the session")
+        .into_inner();
+    let answer = tokio::time::timeout(DEADLINE, inbound.next())
+        .await
+        .expect("the master answers the registration in time")
+        .expect("an answer")
+        .expect("not an error");
+    assert!(
+        matches!(
+            answer.message,
+            Some(master_to_agent::Message::Registered(_))
+        ),
+        "{answer:?}"
+    );
+    inbound
+}
+
+/// The value of one sample in the master's `/metrics`.
+async fn metric(url: &str, sample: &str) -> f64 {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {sample} in\n{text}"))
+}
+
+#[tokio::test]
+async fn t42_a_framework_that_stops_reading_is_disconnected_and_the_master_stays_bounded() {
+    common::init_logs();
+    const LIMIT: usize = 256 * 1024;
+    let mut config = common::master_config();
+    // Offers time out and are made again all the time: events keep coming.
+    config.core.allocation_interval = std::time::Duration::from_millis(20);
+    config.core.offer_timeout = Some(std::time::Duration::from_millis(30));
+    config.stream_queue = agora_master::QueueLimits {
+        messages: 100_000,
+        bytes: LIMIT,
+    };
+    let cluster = Cluster::start(config, &[]).await;
+    let addr = cluster.addr();
+    let url = cluster.url();
+    // Agents whose offers are large (a 2 KB attribute each).
+    let mut sessions = Vec::new();
+    for i in 0..20 {
+        let mut info = agent_info(&format!("big-{i}"));
+        info.attributes = agora_proto::parse_attributes(&format!("note:{}", "x".repeat(2000)))
+            .expect("attributes");
+        sessions.push(
+            open_agent(
+                &addr,
+                v1::RegisterAgent {
+                    info: Some(info),
+                    ..Default::default()
+                },
+            )
+            .await,
+        );
+    }
+    // A framework that subscribes, reads SUBSCRIBED, and stops reading.
+    let mut client =
+        v1::scheduler_service_client::SchedulerServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+            .max_decoding_message_size(64 * 1024 * 1024);
+    let subscribe = v1::Call {
+        call: Some(v1::call::Call::Subscribe(v1::Subscribe {
+            framework_info: Some(FrameworkInfo {
+                name: "stuck".into(),
+                user: "nobody".into(),
+                failover_timeout: 3600.0,
+                ..Default::default()
+            }),
+        })),
+    };
+    let mut events = client
+        .subscribe(futures::stream::iter(vec![subscribe]).chain(futures::stream::pending()))
+        .await
+        .expect("subscribed")
+        .into_inner();
+    let first = events.next().await.unwrap().unwrap();
+    assert!(
+        matches!(first.event, Some(v1::event::Event::Subscribed(_))),
+        "{first:?}"
+    );
+    // The master disconnects it once its queue is full.
+    common::eventually("the stuck framework disconnected", DEADLINE, || {
+        let url = url.clone();
+        async move {
+            let n = metric(
+                &url,
+                "agora_master_stream_overflows_total{peer=\"framework\"}",
+            )
+            .await;
+            (n >= 1.0).then_some(())
+        }
+    })
+    .await;
+    // Its queue never held more than the limit and one event (an offers
+    // event of 20 offers of about 2 KB), and nothing waits any more.
+    let peak = metric(
+        &url,
+        "agora_master_stream_queue_peak_bytes{peer=\"framework\"}",
+    )
+    .await;
+    assert!(peak <= (LIMIT + 64 * 1024) as f64, "peak {peak}");
+    assert_eq!(
+        metric(&url, "agora_master_stream_queue_bytes{peer=\"framework\"}").await,
+        0.0
+    );
+    // The master treats it as disconnected: no offers outstanding to it.
+    let state = cluster.state().await;
+    let fw = &state["frameworks"][0];
+    assert_eq!(fw["connected"], false, "{fw}");
+    assert_eq!(fw["offers"].as_array().map(Vec::len), Some(0), "{fw}");
+    // Read now, the stream ends with the reason after what was in flight.
+    let end = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(status)) => break Some(status),
+                None => break None,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends in time")
+    .expect("with a status");
+    assert_eq!(end.code(), tonic::Code::ResourceExhausted, "{end:?}");
+    assert!(
+        end.message().contains("does not read its stream"),
+        "{end:?}"
+    );
+    // Its resources are offered again (to a framework that reads).
+    let (scheduler, mut offers) =
+        Scheduler::start(SchedulerConfig::new(addr.clone(), "reader")).unwrap();
+    let mut agents = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while agents.len() < sessions.len() {
+        match tokio::time::timeout_at(deadline, offers.recv())
+            .await
+            .unwrap_or_else(|_| panic!("offers of every agent in time; got {agents:?}"))
+            .expect("events")
+        {
+            Event::Offers(o) => agents.extend(o.into_iter().map(|o| o.agent_id)),
+            _ => continue,
+        }
+    }
+    scheduler.stop().await;
+    drop(sessions);
+}

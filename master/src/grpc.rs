@@ -16,7 +16,7 @@ use std::time::Duration;
 use agora_proto::v1::agent_service_server::AgentService;
 use agora_proto::v1::{AgentMessage, Call, MasterInfo, MasterToAgent, agent_message, call};
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::actor::Input;
 use crate::core::{ConnId, OutEvent};
 use crate::leadership::{self, Role};
+use crate::outbound::{OutRx, OutTx, Queued, Queues};
 
 /// The metadata key that names the leading master in a refusal.
 pub const LEADER_METADATA: &str = "agora-leader";
@@ -97,14 +98,16 @@ async fn first_message<T>(inbound: &mut Streaming<T>) -> Result<T, Status> {
 /// and how to wrap its messages for the actor.
 trait StreamKind: Send + 'static {
     type In: Send + 'static;
-    type Out: Send + 'static;
+    type Out: Queued + Send + 'static;
     type First;
+    /// A bounded queue for what the actor sends on the stream.
+    fn queue(queues: &Queues) -> (OutTx<Self::Out>, OutRx<Self::Out>);
     /// The first message, or why the stream is refused.
     fn first(msg: Self::In) -> Result<Self::First, Status>;
     fn opened(
         conn: ConnId,
         first: Self::First,
-        tx: mpsc::UnboundedSender<Result<Self::Out, Status>>,
+        tx: OutTx<Self::Out>,
         cancel: CancellationToken,
     ) -> Input;
     fn message(conn: ConnId, msg: Self::In) -> Option<Input>;
@@ -118,6 +121,10 @@ impl StreamKind for AgentStream {
     type Out = MasterToAgent;
     type First = agora_proto::v1::RegisterAgent;
 
+    fn queue(queues: &Queues) -> (OutTx<MasterToAgent>, OutRx<MasterToAgent>) {
+        queues.agent()
+    }
+
     fn first(msg: AgentMessage) -> Result<Self::First, Status> {
         match msg.message {
             Some(agent_message::Message::Register(r)) => Ok(r),
@@ -130,7 +137,7 @@ impl StreamKind for AgentStream {
     fn opened(
         conn: ConnId,
         register: Self::First,
-        tx: mpsc::UnboundedSender<Result<MasterToAgent, Status>>,
+        tx: OutTx<MasterToAgent>,
         cancel: CancellationToken,
     ) -> Input {
         Input::AgentOpened {
@@ -157,6 +164,10 @@ impl StreamKind for SchedulerStream {
     type Out = OutEvent;
     type First = agora_proto::v1::Subscribe;
 
+    fn queue(queues: &Queues) -> (OutTx<OutEvent>, OutRx<OutEvent>) {
+        queues.framework()
+    }
+
     fn first(msg: Call) -> Result<Self::First, Status> {
         match msg.call {
             Some(call::Call::Subscribe(s)) => Ok(s),
@@ -169,7 +180,7 @@ impl StreamKind for SchedulerStream {
     fn opened(
         conn: ConnId,
         subscribe: Self::First,
-        tx: mpsc::UnboundedSender<Result<OutEvent, Status>>,
+        tx: OutTx<OutEvent>,
         cancel: CancellationToken,
     ) -> Input {
         Input::FrameworkOpened {
@@ -206,7 +217,7 @@ impl Services {
             return Err(self.ended());
         }
         let conn = self.conn_id();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = K::queue(&term.queues);
         let cancel = term.cancel.child_token();
         term.actor
             .send(K::opened(conn, first, tx, cancel.clone()))
@@ -245,8 +256,8 @@ impl Services {
 
 /// What the actor writes to a stream, until it closes the stream (a clean
 /// end) or the term ends (`UNAVAILABLE`, after what was already queued).
-fn outbound<T: Send + 'static>(
-    rx: mpsc::UnboundedReceiver<Result<T, Status>>,
+fn outbound<T: Queued + Send + 'static>(
+    rx: OutRx<T>,
     term: CancellationToken,
     services: Services,
 ) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
@@ -255,6 +266,8 @@ fn outbound<T: Send + 'static>(
         tokio::select! {
             biased;
             m = rx.recv() => match m {
+                // A failure (the peer was too slow) is the stream's last item.
+                Some(Err(status)) => Some((Err(status), None)),
                 Some(m) => Some((m, Some((rx, term, services)))),
                 None if term.is_cancelled() => Some((Err(services.ended()), None)),
                 None => None,
@@ -262,8 +275,9 @@ fn outbound<T: Send + 'static>(
             _ = term.cancelled() => {
                 // Deliver what is already queued, then say why it ends.
                 match rx.try_recv() {
-                    Ok(m) => Some((m, Some((rx, term, services)))),
-                    Err(_) => Some((Err(services.ended()), None)),
+                    Some(Ok(m)) => Some((Ok(m), Some((rx, term, services)))),
+                    Some(Err(status)) => Some((Err(status), None)),
+                    None => Some((Err(services.ended()), None)),
                 }
             }
         }

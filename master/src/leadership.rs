@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actor::{self, Input};
 use crate::core::MasterCore;
 use crate::metrics::Metrics;
+use crate::outbound::Queues;
 use crate::registrar::{self, Registry};
 use crate::{CoreConfig, MasterConfig};
 
@@ -60,6 +61,8 @@ pub(crate) enum Role {
 #[derive(Clone)]
 pub(crate) struct Term {
     pub actor: mpsc::Sender<Input>,
+    /// Makes the bounded queues of the term's streams.
+    pub queues: Queues,
     pub cancel: CancellationToken,
     pub info: MasterInfo,
 }
@@ -307,6 +310,7 @@ fn begin_term(
         );
     }
     core.recover(registry.frameworks, registry.agents, now);
+    core.recover_removed(registry.removed_frameworks);
     let (input_tx, input_rx) = mpsc::channel(65_536);
     let (registry_tx, registry_rx) = mpsc::unbounded_channel();
     let cancel = shutdown.child_token();
@@ -329,6 +333,7 @@ fn begin_term(
     ];
     let term = Term {
         actor: input_tx,
+        queues: seed.metrics.queues(seed.config.stream_queue),
         cancel,
         info,
     };

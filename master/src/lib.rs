@@ -21,6 +21,7 @@ mod http;
 mod leadership;
 mod mesos;
 mod metrics;
+mod outbound;
 mod proxy;
 pub mod registrar;
 mod server;
@@ -49,6 +50,7 @@ use crate::leadership::{RegistryStore, Role, Seed};
 pub use crate::core::{CoreConfig, MasterCore, Now};
 pub use error::MasterError;
 pub use metrics::Metrics;
+pub use outbound::QueueLimits;
 
 /// Where the registry lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +82,9 @@ pub struct MasterConfig {
     /// supervision). `agora master` turns it on when the environment has
     /// `AGORA_TEST_FAULT_HOOKS=1`.
     pub fault_hooks: bool,
+    /// The bounds of each agent's and framework's outbound queue: a peer
+    /// that lets more wait (it does not read its stream) is disconnected.
+    pub stream_queue: QueueLimits,
 }
 
 /// `--zk` and `--zk-session-timeout`.
@@ -102,6 +107,7 @@ impl Default for MasterConfig {
             registry: RegistryBackend::Memory,
             zk: None,
             fault_hooks: false,
+            stream_queue: QueueLimits::default(),
         }
     }
 }
@@ -153,6 +159,11 @@ impl MasterConfig {
                     zk.session_timeout
                 )));
             }
+        }
+        if self.stream_queue.messages == 0 || self.stream_queue.bytes == 0 {
+            return Err(MasterError::Config(
+                "the stream queue limits must be greater than 0".into(),
+            ));
         }
         for (role, w) in &self.weights {
             if !(w.is_finite() && *w > 0.0) {

@@ -14,7 +14,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::actor::Peer;
 use crate::core::Counts;
+use crate::outbound::{QueueGauges, QueueLimits, Queues};
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -30,6 +32,13 @@ pub struct Metrics {
     offers_made: Counter,
     pub(crate) status_updates: Counter,
     pub(crate) calls: Counter,
+    /// What waits in the streams' outbound queues, by peer kind.
+    agent_queues: Arc<QueueGauges>,
+    framework_queues: Arc<QueueGauges>,
+    queued_messages: Family<Labels, Gauge>,
+    queued_bytes: Family<Labels, Gauge>,
+    queue_peak_bytes: Family<Labels, Gauge>,
+    overflows: Family<Labels, Counter>,
 }
 
 /// Every task state, so each appears in `/metrics` even at zero.
@@ -103,8 +112,38 @@ impl Metrics {
             "Calls received from frameworks",
             calls.clone(),
         );
+        let queued_messages = Family::<Labels, Gauge>::default();
+        let queued_bytes = Family::<Labels, Gauge>::default();
+        let queue_peak_bytes = Family::<Labels, Gauge>::default();
+        let overflows = Family::<Labels, Counter>::default();
+        registry.register(
+            "stream_queue_messages",
+            "Messages waiting in the outbound queues of agent and framework streams",
+            queued_messages.clone(),
+        );
+        registry.register(
+            "stream_queue_bytes",
+            "Bytes waiting in the outbound queues of agent and framework streams",
+            queued_bytes.clone(),
+        );
+        registry.register(
+            "stream_queue_peak_bytes",
+            "The most bytes one stream's outbound queue held",
+            queue_peak_bytes.clone(),
+        );
+        registry.register(
+            "stream_overflows",
+            "Peers disconnected because they did not read their stream (queue full)",
+            overflows.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            agent_queues: Arc::default(),
+            framework_queues: Arc::default(),
+            queued_messages,
+            queued_bytes,
+            queue_peak_bytes,
+            overflows,
             agents,
             frameworks,
             offers,
@@ -114,6 +153,22 @@ impl Metrics {
             status_updates,
             calls,
         }
+    }
+
+    /// The queues of a term's streams, counted here.
+    pub(crate) fn queues(&self, limits: QueueLimits) -> Queues {
+        Queues {
+            limits,
+            agents: self.agent_queues.clone(),
+            frameworks: self.framework_queues.clone(),
+        }
+    }
+
+    /// A peer was disconnected because its queue was full.
+    pub(crate) fn stream_overflow(&self, peer: Peer) {
+        self.overflows
+            .get_or_create(&vec![("peer", peer.as_str())])
+            .inc();
     }
 
     pub(crate) fn observe_allocation(&self, took: Duration, offers: usize) {
@@ -144,6 +199,23 @@ impl Metrics {
             self.tasks
                 .get_or_create(&vec![("state", state)])
                 .set(n as i64);
+        }
+        for (peer, g) in [
+            ("agent", &self.agent_queues),
+            ("framework", &self.framework_queues),
+        ] {
+            use std::sync::atomic::Ordering::Relaxed;
+            let labels = vec![("peer", peer)];
+            self.queued_messages
+                .get_or_create(&labels)
+                .set(g.messages.load(Relaxed) as i64);
+            self.queued_bytes
+                .get_or_create(&labels)
+                .set(g.bytes.load(Relaxed) as i64);
+            self.queue_peak_bytes
+                .get_or_create(&labels)
+                .set(g.peak_bytes.load(Relaxed) as i64);
+            let _ = self.overflows.get_or_create(&labels);
         }
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -278,6 +278,10 @@ pub struct Offer {
     pub seq: u64,
     pub framework_id: Arc<str>,
     pub agent_id: Arc<str>,
+    /// The allocator's slots of the agent and the framework (the offer
+    /// book's indexes).
+    pub agent_slot: u32,
+    pub framework_slot: u32,
     pub role: Arc<str>,
     pub resources: Resources,
     pub created: Instant,
@@ -497,6 +501,13 @@ impl MasterCore {
         }
     }
 
+    /// Learns, from the registry, the ids of frameworks removed before this
+    /// master took over: they cannot subscribe again, and tasks of theirs
+    /// that agents report are shut down.
+    pub fn recover_removed(&mut self, ids: Vec<String>) {
+        self.removed_framework_ids.extend(ids);
+    }
+
     fn new_agent_id(&mut self) -> String {
         let id = format!("{}-S{}", self.info.id, self.next_agent);
         self.next_agent += 1;
@@ -617,6 +628,8 @@ impl MasterCore {
                     seq,
                     framework_id: a.framework_id,
                     agent_id: a.agent_id,
+                    agent_slot: a.agent_slot,
+                    framework_slot: a.framework_slot,
                     role: a.role,
                     resources: a.resources,
                     created: now.instant,
@@ -717,17 +730,16 @@ impl MasterCore {
         self.offers.remove(&seq)
     }
 
-    /// The outstanding offers on an agent (a scan: used when it comes, goes
-    /// or goes quiet, never per offer).
+    /// The outstanding offers on an agent, ascending (through the offer
+    /// book's index: an agent that comes, goes or goes quiet costs its own
+    /// offers only).
     pub(crate) fn offers_on(&self, agent_id: &str) -> Vec<u64> {
-        let mut seqs: Vec<u64> = self
-            .offers
-            .values()
-            .filter(|o| &*o.agent_id == agent_id)
-            .map(|o| o.seq)
-            .collect();
-        seqs.sort_unstable();
-        seqs
+        match self.allocator.agent_key(agent_id) {
+            Some((slot, _)) => self.offers.on_agent(slot, agent_id),
+            // The allocator forgets an agent only after its offers went;
+            // should one be left, a scan finds it.
+            None => self.scan_offers(|o| &*o.agent_id == agent_id),
+        }
     }
 
     /// Points the allocation cycle's table at the agent's offer fields (after
@@ -786,17 +798,21 @@ impl MasterCore {
         });
     }
 
-    /// The outstanding offers of a framework (a scan: used when it goes
-    /// away and for `/state`, never per offer).
+    /// The outstanding offers of a framework, ascending (through the offer
+    /// book's index).
     pub(crate) fn offers_of(&self, framework_id: &str) -> Vec<u64> {
-        let mut seqs: Vec<u64> = self
-            .offers
+        match self.allocator.framework_key(framework_id) {
+            Some((slot, _)) => self.offers.of_framework(slot, framework_id),
+            None => self.scan_offers(|o| &*o.framework_id == framework_id),
+        }
+    }
+
+    fn scan_offers(&self, keep: impl Fn(&Offer) -> bool) -> Vec<u64> {
+        self.offers
             .values()
-            .filter(|o| &*o.framework_id == framework_id)
+            .filter(|o| keep(o))
             .map(|o| o.seq)
-            .collect();
-        seqs.sort_unstable();
-        seqs
+            .collect()
     }
 
     /// Periodic duties: agent timeouts, framework failover timeouts, offer

@@ -163,6 +163,8 @@ pub struct EncodedOffers {
     parts: Vec<(u32, u32)>,
     /// The encoded length of the `Offers` body.
     len: usize,
+    /// Whether `heads` is this batch's own copy (see [`EncodedOffers::detach`]).
+    owned: bool,
 }
 
 impl EncodedOffers {
@@ -214,6 +216,26 @@ impl EncodedOffers {
         self.heads = heads.clone();
     }
 
+    /// Gives the batch its own copy of its offers, so that it no longer
+    /// keeps the cycle's buffer alive (for a batch that waits for a slow
+    /// reader). Whether it shared the buffer before.
+    pub fn detach(&mut self) -> bool {
+        if self.owned || self.heads.is_empty() {
+            return false;
+        }
+        let mut own = BytesMut::with_capacity(self.len);
+        let mut parts = Vec::with_capacity(self.parts.len());
+        for (start, end) in &self.parts {
+            let at = own.len() as u32;
+            own.extend_from_slice(&self.heads[*start as usize..*end as usize]);
+            parts.push((at, own.len() as u32));
+        }
+        self.heads = own.freeze();
+        self.parts = parts;
+        self.owned = true;
+        true
+    }
+
     /// The encoded length of the `Offers` message body.
     pub fn len(&self) -> usize {
         self.len
@@ -261,6 +283,14 @@ impl OutEvent {
             OutEvent::Offers(o) => Event {
                 event: Some(event::Event::Offers(v1::Offers { offers: o.decode() })),
             },
+        }
+    }
+
+    /// The length of the event's encoding.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            OutEvent::Event(e) => e.encoded_len(),
+            OutEvent::Offers(o) => delimited_len(EVENT_OFFERS, o.len()),
         }
     }
 
@@ -337,10 +367,22 @@ mod tests {
         assert_eq!(decoded[1].resources, mem.to_proto());
         assert_eq!(decoded[1].hostname, "host3");
 
-        let event = OutEvent::Offers(offers);
+        let mut event = OutEvent::Offers(offers);
         let mut bytes = Vec::new();
         event.encode(&mut bytes).unwrap();
+        assert_eq!(bytes.len(), event.encoded_len());
         assert_eq!(Event::decode(bytes.as_slice()).unwrap(), event.to_event());
+        // Detached, it has its own copy (without the buffer's other bytes)
+        // and encodes the same.
+        let OutEvent::Offers(o) = &mut event else {
+            unreachable!()
+        };
+        assert!(o.detach());
+        assert!(!o.detach());
+        assert_eq!(o.heads.len(), o.len());
+        let mut again = Vec::new();
+        event.encode(&mut again).unwrap();
+        assert_eq!(again, bytes);
     }
 
     #[test]

@@ -259,7 +259,7 @@ async fn subscribe_stream(
         Err(not) => return crate::http::redirect(&not, "/api/v1/scheduler", None),
     };
     let conn = api.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = term.queues.framework();
     let cancel = term.cancel.child_token();
     if term
         .actor
@@ -316,11 +316,11 @@ async fn subscribe_stream(
         },
     );
     let opts = StreamOptions { multi_role };
-    let (out, body) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+    let (out, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let first = Event {
         event: Some(event::Event::Subscribed(subscribed)),
     };
-    let _ = out.send(Ok(records(&OutEvent::Event(first), opts)));
+    let _ = out.try_send(Ok(records(&OutEvent::Event(first), opts)));
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -328,8 +328,13 @@ async fn subscribe_stream(
                 m = rx.recv() => match m {
                     Some(Ok(ev)) => {
                         let bytes = records(&ev, opts);
-                        if !bytes.is_empty() && out.send(Ok(bytes)).is_err() {
-                            break;
+                        // Bounded: a client that stops reading leaves its
+                        // events in the master's queue, which is bounded.
+                        if !bytes.is_empty() {
+                            tokio::select! {
+                                sent = out.send(Ok(bytes)) => if sent.is_err() { break },
+                                _ = cancel.cancelled() => break,
+                            }
                         }
                     }
                     Some(Err(_)) | None => break,
@@ -337,10 +342,10 @@ async fn subscribe_stream(
                 _ = out.closed() => break,
                 _ = cancel.cancelled() => {
                     // What is already queued goes out, then the answer ends.
-                    while let Ok(Ok(ev)) = rx.try_recv() {
+                    while let Some(Ok(ev)) = rx.try_recv() {
                         let bytes = records(&ev, opts);
                         if !bytes.is_empty() {
-                            let _ = out.send(Ok(bytes));
+                            let _ = out.try_send(Ok(bytes));
                         }
                     }
                     break;
@@ -351,8 +356,8 @@ async fn subscribe_stream(
         api.unregister(&framework_id, conn);
         closed.send().await;
     });
-    let mut r = warp::reply::stream(tokio_stream::wrappers::UnboundedReceiverStream::new(body))
-        .into_response();
+    let mut r =
+        warp::reply::stream(tokio_stream::wrappers::ReceiverStream::new(body)).into_response();
     let hs = r.headers_mut();
     hs.insert("content-type", HeaderValue::from_static("application/json"));
     if let Ok(v) = HeaderValue::from_str(&stream_id) {
